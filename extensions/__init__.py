@@ -1,0 +1,1 @@
+"""servicecraft's template-side Python: the option rules and the Jinja extension."""

