@@ -1,0 +1,1 @@
+"""The HTTP layer: one module per resource, routed by ``app.routes``."""
