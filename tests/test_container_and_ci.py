@@ -1,0 +1,610 @@
+"""The container and CI files of generated services: valid, exactly the chosen services, and
+the Dockerfile's CMD really serving in production mode.
+
+Static checks render a few combinations per implemented framework (Docker with GitHub and
+with GitLab; PostgreSQL, Redis and Celery on RabbitMQ, and SQLite-only and database-less
+variants) and check them with hadolint and the compose-spec, GitHub workflow and GitLab CI
+schemas shipped by check-jsonschema. The production test builds the image's stand-in without
+Docker (the build context .dockerignore leaves, the Dockerfile's own uv steps), starts its CMD
+(moved to a free loopback port) against this machine's PostgreSQL and Redis, probes it over
+real HTTP and stops it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from email.message import Message as HTTPMessage
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from conftest import (
+    BIN,
+    check_jsonschema,
+    database_name,
+    options,
+    python_for,
+    render,
+    require_service,
+    run,
+    url_settings,
+    uv_env,
+)
+
+from bench.harness import Database, free_port, on_loopback
+
+FRAMEWORKS = [name for name, framework in options.FRAMEWORKS.items() if framework.implemented]
+BASE = {"docker": True}
+PACKAGE = "orders_api"
+
+#: The combinations rendered for the static checks, by name.
+COMBOS: dict[str, dict[str, Any]] = {
+    "full-github": {
+        "database": "postgresql",
+        "cache": "redis",
+        "task_queue": "celery",
+        "broker": "rabbitmq",
+        "ci": "github",
+    },
+    "full-gitlab": {
+        "database": "postgresql",
+        "cache": "redis",
+        "task_queue": "celery",
+        "broker": "rabbitmq",
+        "ci": "gitlab",
+        "python_version": "3.12",
+    },
+    "sqlite-gitlab": {"database": "sqlite", "cache": "none", "task_queue": "none", "ci": "gitlab"},
+    "redis-only-github": {
+        "database": "none",
+        "cache": "redis",
+        "task_queue": "celery",
+        "broker": "redis",
+        "ci": "github",
+    },
+}
+# One xdist group per render, so one worker renders it once and runs all its checks.
+CASES = [
+    pytest.param(f, c, id=f"{f}-{c}", marks=pytest.mark.xdist_group(f"container-{f}-{c}"))
+    for f in FRAMEWORKS
+    for c in COMBOS
+    if options.is_valid({"framework": f, **COMBOS[c]})
+]
+#: What compose's migrate service runs: Alembic, or Django's own migrations.
+MIGRATE = {"django": ["python", "manage.py", "migrate", "--no-input"]}
+ALEMBIC_UPGRADE = ["alembic", "upgrade", "head"]
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+class Rendered:
+    """One rendered combination and its answers, with the files this module looks at parsed."""
+
+    def __init__(self, path: Path, answers: dict[str, Any]) -> None:
+        self.path = path
+        self.answers = {"python_version": "3.13", **answers}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.answers[key]
+
+    @property
+    def compose(self) -> dict[str, Any]:
+        return yaml.safe_load((self.path / "compose.yaml").read_text())
+
+    @property
+    def ci_file(self) -> Path:
+        return self.path / (".github/workflows/ci.yml" if self["ci"] == "github" else ".gitlab-ci.yml")
+
+    @property
+    def ci(self) -> dict[str, Any]:
+        return yaml.safe_load(self.ci_file.read_text())
+
+    def dockerfile(self) -> list[tuple[str, str]]:
+        return parse_dockerfile((self.path / "Dockerfile").read_text())
+
+    def healthcheck(self) -> list[str]:
+        checks = [args for instruction, args in self.dockerfile() if instruction == "HEALTHCHECK"]
+        assert len(checks) == 1, f"expected one HEALTHCHECK, got {checks}"
+        return json.loads(checks[0][checks[0].index("CMD ") + 4 :])
+
+    def cmd(self) -> list[str]:
+        cmds = [args for instruction, args in self.dockerfile() if instruction == "CMD"]
+        assert cmds, "the Dockerfile has no CMD"
+        parsed = json.loads(cmds[-1])
+        assert isinstance(parsed, list), f"CMD is not in exec form (a JSON array): {cmds[-1]}"
+        return parsed
+
+
+_RENDERS: dict[tuple[str, str], Rendered] = {}
+
+
+@pytest.fixture
+def rendered(framework: str, combo: str, tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    """One render per framework and combination for the whole module."""
+    key = (framework, combo)
+    if key not in _RENDERS:
+        answers = {"framework": framework, **COMBOS[combo]}
+        _RENDERS[key] = Rendered(
+            render(tmp_path_factory.mktemp(f"{framework}-{combo}") / "service", {**BASE, **answers}), answers
+        )
+    return _RENDERS[key]
+
+
+def parse_dockerfile(text: str) -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as (INSTRUCTION, arguments), continuation lines joined."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in text.splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        whole = (pending + line).strip()
+        pending = ""
+        instruction, _, arguments = whole.partition(" ")
+        instructions.append((instruction.upper(), arguments.strip()))
+    return instructions
+
+
+def expected_server(framework: str) -> list[str]:
+    """The production command options.py records for the framework, for this package."""
+    return [part.format(package=PACKAGE) for part in options.FRAMEWORKS[framework].server]
+
+
+def backing_services(answers: dict[str, Any]) -> set[str]:
+    """The servers a combination talks to, by compose service name."""
+    celery = answers["task_queue"] == "celery"
+    services = set()
+    if answers["database"] == "postgresql":
+        services.add("db")
+    if answers["cache"] == "redis" or (celery and answers["broker"] == "redis"):
+        services.add("redis")
+    if celery and answers["broker"] == "rabbitmq":
+        services.add("rabbitmq")
+    return services
+
+
+# --- Dockerfile -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_dockerfile_passes_hadolint(rendered: Rendered) -> None:
+    result = subprocess.run(
+        [str(BIN / "hadolint"), "--no-color", "Dockerfile"],
+        cwd=rendered.path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"hadolint:\n{result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_dockerfile_cmd_is_the_frameworks_production_server(rendered: Rendered, framework: str) -> None:
+    assert rendered.cmd() == expected_server(framework)
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_dockerfile_builds_with_uv_and_runs_slim_as_non_root(rendered: Rendered) -> None:
+    instructions = rendered.dockerfile()
+    froms = [args for name, args in instructions if name == "FROM"]
+    assert len(froms) == 2, f"expected a builder and a runtime stage, got {froms}"
+    assert froms[-1] == f"python:{rendered['python_version']}-slim", "the runtime stage is not the slim Python image"
+    runs = " ".join(args for name, args in instructions if name == "RUN")
+    assert "uv sync" in runs and "--no-dev" in runs
+    envs = " ".join(args for name, args in instructions if name == "ENV")
+    assert "PYTHONUNBUFFERED=1" in envs
+    assert '"/app/.venv/bin:$PATH"' in envs, "the virtual environment is not on PATH"
+    users = [args for name, args in instructions if name == "USER"]
+    assert users, "the image runs as root: no USER"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    assert ("EXPOSE", "8000") in instructions
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_dockerfile_healthcheck_probes_healthz_with_the_standard_library(rendered: Rendered) -> None:
+    command = rendered.healthcheck()
+    assert command[0] == "python" and "urllib.request" in command[-1] and "127.0.0.1:8000/healthz" in command[-1]
+    # The probe itself must be valid Python that fails (non-zero) when nothing listens.
+    port = free_port()
+    probe = command[-1].replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=30, check=False).returncode != 0
+
+
+# --- compose --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_compose_file_validates_against_the_compose_spec(rendered: Rendered) -> None:
+    result = check_jsonschema("vendor.compose-spec", rendered.path / "compose.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_compose_has_exactly_the_chosen_services(rendered: Rendered) -> None:
+    answers = rendered.answers
+    expected = {"app"} | backing_services(answers)
+    if answers["database"] != "none":
+        expected.add("migrate")
+    if answers["task_queue"] == "celery":
+        expected |= {"worker", "beat"}
+    assert set(rendered.compose["services"]) == expected
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_compose_services_are_healthchecked_restarted_and_awaited(rendered: Rendered) -> None:
+    services = rendered.compose["services"]
+    for name, service in services.items():
+        if name == "migrate":
+            assert service["restart"] == "no", "the one-shot migrate job must not be restarted"
+        else:
+            assert service.get("restart") in {"unless-stopped", "always"}, f"{name} has no restart policy"
+        if name == "app":
+            # The image's HEALTHCHECK applies; compose must not switch it off.
+            assert not service.get("healthcheck", {}).get("disable"), "app's healthcheck is disabled"
+        elif name != "migrate":
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for needed, condition in service.get("depends_on", {}).items():
+            wanted = "service_completed_successfully" if needed == "migrate" else "service_healthy"
+            assert condition == {"condition": wanted}, f"{name} waits for {needed} with {condition}"
+    needs = set(services["app"]["depends_on"])
+    assert needs == backing_services(rendered.answers) | ({"migrate"} if "migrate" in services else set())
+    if "worker" in services:
+        assert set(services["worker"]["depends_on"]) == needs
+        assert set(services["beat"]["depends_on"]) == {rendered["broker"]}
+    if "migrate" in services:
+        assert services["migrate"]["command"] == MIGRATE.get(rendered["framework"], ALEMBIC_UPGRADE)
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_compose_wires_settings_to_the_compose_services(rendered: Rendered) -> None:
+    answers = rendered.answers
+    text = (rendered.path / "compose.yaml").read_text()
+    env = rendered.compose["services"]["app"]["environment"]
+    assert env["ENVIRONMENT"] == "production"
+    assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), "SECRET_KEY must come from .env, not the file"
+    secret = next(line for line in (rendered.path / ".env").read_text().splitlines() if line.startswith("SECRET_KEY="))
+    assert secret.split("=", 1)[1] not in text
+    hosts = {name: urlsplit(url).hostname for name, url in env.items() if name.endswith("_URL")}
+    expected = {}
+    if answers["database"] == "postgresql":
+        expected["DATABASE_URL"] = "db"
+    if answers["cache"] == "redis":
+        expected["REDIS_URL"] = "redis"
+    if answers["task_queue"] == "celery":
+        expected["CELERY_BROKER_URL"] = answers["broker"]
+    assert hosts == expected
+    volumes = rendered.compose.get("volumes", {})
+    if answers["database"] == "sqlite":
+        assert "data:/data" in rendered.compose["services"]["app"]["volumes"]
+        assert ("ENV", f"DATABASE_URL=sqlite:////data/{PACKAGE}.db") in rendered.dockerfile()
+        assert "data" in volumes
+    if answers["database"] == "postgresql":
+        assert "db-data:/var/lib/postgresql" in rendered.compose["services"]["db"]["volumes"]
+
+
+# --- CI -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_ci_file_validates_against_its_schema(rendered: Rendered) -> None:
+    schema = "vendor.github-workflows" if rendered["ci"] == "github" else "vendor.gitlab-ci"
+    result = check_jsonschema(schema, rendered.ci_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def ci_jobs(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    ci = rendered.ci
+    if rendered["ci"] == "github":
+        return ci["jobs"]
+    reserved = {"workflow", "default", "variables", "stages", "include", "image", "services", "cache"}
+    return {name: job for name, job in ci.items() if name not in reserved and not name.startswith(".")}
+
+
+def ci_commands(job: dict[str, Any]) -> str:
+    """Every command a job runs, as one string (GitHub steps or GitLab script)."""
+    if "steps" in job:
+        return "\n".join(step.get("run", "") for step in job["steps"])
+    return "\n".join(job.get("script", []))
+
+
+def ci_services(rendered: Rendered) -> dict[str, str]:
+    """The test job's service containers: compose-style name to image."""
+    test = ci_jobs(rendered)["test"]
+    if rendered["ci"] == "github":
+        found = {name: service["image"] for name, service in test.get("services", {}).items()}
+    else:
+        found = {service["alias"]: service["name"] for service in test.get("services", [])}
+    return {("db" if name == "postgres" else name): image for name, image in found.items()}
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_ci_runs_lint_types_tests_and_hadolint(rendered: Rendered) -> None:
+    jobs = ci_jobs(rendered)
+    commands = {name: ci_commands(job) for name, job in jobs.items()}
+    everything = "\n".join(commands.values())
+    for command in ("ruff check", "ruff format --check", "mypy", "pytest", "hadolint Dockerfile"):
+        assert command in everything, f"no CI job runs `{command}`"
+    assert "pytest" in commands["test"]
+    if rendered["ci"] == "github":
+        uses = {step.get("uses", "").split("@")[0] for job in jobs.values() for step in job["steps"]}
+        assert "astral-sh/setup-uv" in uses
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_ci_test_job_has_exactly_the_chosen_services_with_their_urls(rendered: Rendered) -> None:
+    answers = rendered.answers
+    assert set(ci_services(rendered)) == backing_services(answers)
+    test = ci_jobs(rendered)["test"]
+    env = test.get("env" if rendered["ci"] == "github" else "variables", {})
+    assert {name for name in env if name.endswith("_URL")} == url_settings(answers)
+    if rendered["ci"] == "github":
+        for name, service in test.get("services", {}).items():
+            assert "--health-cmd" in service.get("options", ""), f"service {name} has no health check"
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_ci_services_run_the_same_images_as_compose(rendered: Rendered) -> None:
+    compose = rendered.compose["services"]
+    assert {name: compose[name]["image"] for name in ci_services(rendered)} == ci_services(rendered)
+
+
+@pytest.mark.parametrize("ci", ["github", "gitlab"])
+def test_ci_has_no_dockerfile_job_without_docker(ci: str, tmp_path: Path) -> None:
+    path = render(
+        tmp_path / "service",
+        {
+            "framework": FRAMEWORKS[0],
+            "database": "sqlite",
+            "cache": "none",
+            "task_queue": "none",
+            "ci": ci,
+            "docker": False,
+        },
+    )
+    rendered = Rendered(path, {"ci": ci})
+    assert not (path / "Dockerfile").exists() and not (path / "compose.yaml").exists()
+    assert "hadolint" not in rendered.ci_file.read_text()
+    schema = "vendor.github-workflows" if ci == "github" else "vendor.gitlab-ci"
+    result = check_jsonschema(schema, rendered.ci_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("schema", "text"),
+    [
+        ("vendor.compose-spec", "services:\n  app:\n    image: x\n    restart_policy: always\n"),
+        ("vendor.github-workflows", "on: push\njobs:\n  test:\n    runs-on: ubuntu-latest\n    stepz: []\n"),
+        ("vendor.gitlab-ci", "test:\n  scrip: [pytest]\n"),
+    ],
+)
+def test_schema_checks_reject_a_broken_file(schema: str, text: str, tmp_path: Path) -> None:
+    """The validations above mean something: each schema refuses a misspelt key."""
+    path = tmp_path / "file.yaml"
+    path.write_text(text)
+    assert check_jsonschema(schema, path).returncode != 0
+
+
+# --- the production server ------------------------------------------------------------------
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def raw_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, HTTPMessage, str]:
+    """One GET on the loopback, redirects not followed: status, headers and body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def assert_secure_behind_a_tls_proxy(port: int) -> None:
+    """Django's production settings: plain HTTP redirected to HTTPS (probes excepted), HSTS and
+    the CSP on what the proxy forwards as HTTPS, and the collected static files served."""
+    status, headers, _ = raw_get(port, "/api/v1/items")
+    assert status == 301 and headers["Location"].startswith("https://"), (status, dict(headers))
+    https = {"X-Forwarded-Proto": "https"}
+    status, headers, _ = raw_get(port, "/api/v1/items", https)
+    assert status == 200
+    assert "max-age=31536000" in headers["Strict-Transport-Security"]
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    status, _, page = raw_get(port, "/docs", https)
+    assert status == 200
+    assets = [part.split('"')[0] for part in page.split('src="')[1:]]
+    assert assets and all(raw_get(port, asset, https)[0] == 200 for asset in assets), assets
+
+
+def dockerignore_patterns(context: Path) -> list[tuple[bool, re.Pattern[str]]]:
+    """The .dockerignore rules as (is an exception, regex on the relative path), in order."""
+    rules = []
+    for line in (context / ".dockerignore").read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        exception = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        regex = re.escape(pattern)
+        # Docker's syntax (Go's filepath.Match plus **): * and ? stay within one path segment.
+        regex = regex.replace(r"\*\*/", "(?:.*/)?").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        regex = re.sub(r"\\\[(.*?)\\\]", lambda m: "[" + m.group(1).replace("\\", "") + "]", regex)
+        rules.append((exception, re.compile(regex)))
+    return rules
+
+
+def build_context(project: Path, destination: Path) -> Path:
+    """Copy what `docker build` would send: the project minus what .dockerignore excludes."""
+    rules = dockerignore_patterns(project)
+
+    def excluded(relative: str) -> bool:
+        # A path is out when it, or a directory above it, matches; the last matching rule wins.
+        parts = relative.split("/")
+        verdict = False
+        for exception, regex in rules:
+            if any(regex.fullmatch("/".join(parts[:i])) for i in range(1, len(parts) + 1)):
+                verdict = not exception
+        return verdict
+
+    for path in sorted(project.rglob("*")):
+        relative = path.relative_to(project).as_posix()
+        if path.is_file() and not excluded(relative):
+            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, destination / relative)
+    return destination
+
+
+class Image:
+    """What the Dockerfile builds, made without Docker: its build steps run on this machine.
+
+    The build context is the project minus .dockerignore; the builder stage's ENV, COPY and
+    RUN instructions run in order (RUN mounts dropped, /app standing for a directory here);
+    the runtime stage contributes its ENV, HEALTHCHECK and CMD. Catches what the static
+    checks cannot: a file the image needs but .dockerignore drops, a runtime import of a
+    dev-only package, a project that does not install non-editably.
+    """
+
+    def __init__(self, project: Path, workdir: Path) -> None:
+        self.rendered = Rendered(project, {})
+        self.app = workdir / "app"
+        self.app.mkdir(parents=True)
+        context = build_context(project, workdir / "context")
+        stages: list[list[tuple[str, str]]] = []
+        for instruction, args in self.rendered.dockerfile():
+            if instruction == "FROM":
+                stages.append([])
+            else:
+                stages[-1].append((instruction, args))
+        assert len(stages) == 2, "expected a builder and a runtime stage"
+        builder, runtime = stages
+        env = uv_env()
+        env["UV_PYTHON"] = python_for("3.13")
+        for instruction, args in builder:
+            if instruction == "ENV":
+                env.update(self._env(args, env))
+            elif instruction == "COPY" and not args.startswith("--from="):
+                *sources, _ = shlex.split(args)
+                for source in sources:
+                    if source in {".", "./"}:
+                        shutil.copytree(context, self.app, dirs_exist_ok=True)
+                        continue
+                    for match in sorted(context.glob(source)):
+                        assert match.is_file(), f"COPY of a directory ({source}) is not emulated"
+                        shutil.copy2(match, self.app / match.name)
+            elif instruction == "RUN":
+                words = [word for word in shlex.split(args) if not word.startswith("--mount=")]
+                run(["sh", "-c", shlex.join(words)], self.app, env)
+        self.env = uv_env()
+        for instruction, args in runtime:
+            if instruction == "ENV":
+                self.env.update(self._env(args, self.env))
+        self.cmd = self.rendered.cmd()
+        self.healthcheck = self.rendered.healthcheck()
+
+    def _env(self, args: str, current: dict[str, str]) -> dict[str, str]:
+        values = dict(word.split("=", 1) for word in shlex.split(args))
+        return {
+            key: value.replace("$PATH", current.get("PATH", "")).replace("/app", str(self.app))
+            for key, value in values.items()
+        }
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[dict[str, Image]]:
+    """Per framework, the production image's stand-in, built on first use."""
+    yield {}
+
+
+@pytest.mark.parametrize(
+    "framework", [pytest.param(f, marks=pytest.mark.xdist_group(f"container-server-{f}")) for f in FRAMEWORKS]
+)
+def test_production_server_serves_health_and_stops_cleanly(
+    framework: str, tmp_path_factory: pytest.TempPathFactory, images: dict[str, Image]
+) -> None:
+    """The Dockerfile's CMD, with ENVIRONMENT=production, against real PostgreSQL and Redis."""
+    redis = require_service("redis")
+    if framework not in images:
+        workdir = tmp_path_factory.mktemp(f"image-{framework}")
+        answers = {"database": "postgresql", "cache": "redis", "task_queue": "celery", "broker": "redis", "ci": "none"}
+        images[framework] = Image(render(workdir / "service", {**BASE, "framework": framework, **answers}), workdir)
+    image = images[framework]
+    assert image.cmd == expected_server(framework)
+    assert ".venv" in image.env["PATH"].split(os.pathsep)[0], "the image's PATH does not start with its venv"
+    port = free_port()
+
+    with Database(database_name(f"container-{framework}"), require_service("postgres")) as database:
+        env = {
+            **image.env,
+            "ENVIRONMENT": "production",
+            "SECRET_KEY": secrets.token_urlsafe(48),
+            "DATABASE_URL": database.url,
+            "REDIS_URL": redis,
+            "CELERY_BROKER_URL": redis.rsplit("/", 1)[0] + "/1",
+            "WEB_CONCURRENCY": "2",
+        }
+        # What compose's migrate service runs, from the image's working directory.
+        run(MIGRATE.get(framework, ALEMBIC_UPGRADE), image.app, env, timeout=120)
+        log = image.app.parent / f"server-{port}.log"
+        with log.open("wb") as output:
+            server = subprocess.Popen(
+                on_loopback(image.cmd, port), cwd=image.app, env=env, stdout=output, stderr=subprocess.STDOUT
+            )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                if server.poll() is not None:
+                    pytest.fail(f"the server exited {server.returncode} before serving:\n{log.read_text()}")
+                try:
+                    status, _ = http_get(f"{base}/healthz")
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"no answer on {base}/healthz within 60 s:\n{log.read_text()}")
+                    time.sleep(0.2)
+            assert status == 200, log.read_text()
+            status, body = http_get(f"{base}/readyz")
+            readiness = json.loads(body)
+            assert (status, readiness["status"]) == (200, "ok"), f"{body!r}\n{log.read_text()}"
+            assert readiness["checks"] == {"database": "ok", "cache": "ok", "broker": "ok"}
+            # The image's HEALTHCHECK, run as Docker would (only the port moved), passes too.
+            probe = [part.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for part in image.healthcheck]
+            healthcheck = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30, check=False)
+            assert healthcheck.returncode == 0, healthcheck.stderr
+            if framework == "django":
+                assert_secure_behind_a_tls_proxy(port)
+        finally:
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+            try:
+                code = server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+                pytest.fail(f"the server did not stop within 30 s of SIGTERM:\n{log.read_text()}")
+        assert code == 0, f"the server exited {code} on SIGTERM:\n{log.read_text()}"

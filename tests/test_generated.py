@@ -1,0 +1,223 @@
+"""Every runtime combination rendered, checked statically, and tested for real.
+
+The runtime options (framework, database, cache, task queue, broker) are rendered
+exhaustively; the static ones (license, Python version, Docker, CI) ride along so that every
+pair of values appears at least once (``options.covering_renders``). Each combination's tests
+form one xdist group, so one worker renders it once and runs all its checks.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import (
+    combo_id,
+    database_name,
+    options,
+    render,
+    require_service,
+    run,
+    service_env,
+    uv_env,
+    uv_sync,
+)
+
+from bench.harness import Database
+
+RENDERS = options.covering_renders()
+PARAMS = [pytest.param(c, id=combo_id(c), marks=pytest.mark.xdist_group(combo_id(c))) for c in RENDERS]
+
+#: Jinja delimiters; ``${{`` is GitHub Actions' own syntax and allowed.
+RESIDUE = re.compile(r"(?<!\$)\{\{|\{%|%\}|\{#|#\}")
+TEXT_SUFFIXES = {".py", ".toml", ".yml", ".yaml", ".md", ".ini", ".cfg", ".txt", ".mako", ".example", ""}
+
+
+class Project:
+    """One rendered combination, its environment made on first use."""
+
+    def __init__(self, path: Path, combo: dict[str, Any]) -> None:
+        self.path = path
+        self.combo = combo
+        self._bin: Path | None = None
+
+    @property
+    def bin(self) -> Path:
+        if self._bin is None:
+            self._bin = uv_sync(self.path, self.combo["python_version"])
+        return self._bin
+
+    def files(self) -> list[Path]:
+        skip = {".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__"}
+        return sorted(p for p in self.path.rglob("*") if p.is_file() and not skip.intersection(p.parts))
+
+    def text_files(self) -> dict[Path, str]:
+        return {
+            p: p.read_text() for p in self.files() if p.suffix in TEXT_SUFFIXES or p.name in {"Makefile", "Dockerfile"}
+        }
+
+
+_PROJECTS: dict[str, Project] = {}
+
+
+@pytest.fixture
+def project(combo: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Project:
+    key = combo_id(combo)
+    if key not in _PROJECTS:
+        path = render(tmp_path_factory.mktemp(key) / "service", combo)
+        _PROJECTS[key] = Project(path, combo)
+    return _PROJECTS[key]
+
+
+@pytest.mark.parametrize("combo", PARAMS)
+def test_no_jinja_residue(project: Project) -> None:
+    leftovers = {
+        str(p.relative_to(project.path)): m.group(0)
+        for p, text in project.text_files().items()
+        if (m := RESIDUE.search(text))
+    }
+    assert not leftovers
+    assert not [p for p in project.files() if p.suffix == ".jinja" or "{" in str(p)]
+
+
+@pytest.mark.parametrize("combo", PARAMS)
+def test_no_blank_line_debris(project: Project) -> None:
+    debris = [
+        str(p.relative_to(project.path))
+        for p, text in project.text_files().items()
+        if "\n\n\n\n" in text
+        or (p.suffix not in {".py", ".mako"} and "\n\n\n" in text)
+        or text.endswith("\n\n")
+        or text.startswith("\n")
+    ]
+    assert not debris
+
+
+@pytest.mark.parametrize("combo", PARAMS)
+def test_no_trace_of_other_frameworks(project: Project) -> None:
+    chosen = project.combo["framework"]
+    # FastAPI is built on Starlette; its imports of Starlette are its own.
+    allowed = {"fastapi": {"starlette"}}.get(chosen, set())
+    # Quart's tests serve the app through Starlette's TestClient: a sync httpx2 client that runs
+    # the ASGI lifespan, so Quart's serving hooks run (Quart's own client is async and skips
+    # them). Starlette is a dev dependency there, so it may be named in tests/ and pyproject.toml only.
+    in_tests = allowed | {"quart": {"starlette"}}.get(chosen, set())
+
+    def pattern(exempt: set[str]) -> re.Pattern[str]:
+        others = [name for name in options.FRAMEWORKS if name != chosen and name not in exempt]
+        return re.compile(r"\b(" + "|".join(others) + r")\b", re.IGNORECASE)
+
+    anywhere, test_side = pattern(allowed), pattern(in_tests)
+    traces: dict[str, str] = {}
+    for path, text in project.text_files().items():
+        relative = str(path.relative_to(project.path))
+        dev_only = relative.startswith("tests/") or relative == "pyproject.toml"
+        if m := (test_side if dev_only else anywhere).search(text):
+            traces[relative] = m.group(0)
+    assert not traces
+
+
+@pytest.mark.parametrize("combo", PARAMS)
+def test_only_chosen_options_leave_files(project: Project) -> None:
+    names = {str(p.relative_to(project.path)) for p in project.files()}
+    combo = project.combo
+    django = combo["framework"] == "django"
+    # Django brings its own ORM and migrations (manage.py migrate), not SQLAlchemy's and Alembic's.
+    assert ("alembic.ini" in names) == (combo["database"] != "none" and not django)
+    assert ("src/orders_api/migrations/0001_initial.py" in names) == django
+    assert ("manage.py" in names) == django
+    assert ("src/orders_api/settings/production.py" in names) == django
+    assert ("src/orders_api/db.py" in names) == (combo["database"] != "none" and not django)
+    assert ("src/orders_api/api.py" in names) == (combo.get("django_api") == "ninja")
+    assert ("src/orders_api/serializers.py" in names) == (combo.get("django_api") == "drf")
+    assert ("src/orders_api/worker.py" in names) == (combo["task_queue"] == "celery")
+    assert ("src/orders_api/cache.py" in names) == (combo["cache"] == "redis" and combo["database"] != "none")
+    assert ("Dockerfile" in names) == combo["docker"]
+    assert (".github/workflows/ci.yml" in names) == (combo["ci"] == "github")
+    assert (".gitlab-ci.yml" in names) == (combo["ci"] == "gitlab")
+    assert not [n for n in names if "_clients" in n]
+
+
+@pytest.mark.parametrize("combo", PARAMS)
+def test_config_files_parse_and_answers_hold_no_secret(project: Project) -> None:
+    for path in project.files():
+        if path.suffix == ".toml":
+            tomllib.loads(path.read_text())
+        elif path.suffix in {".yml", ".yaml"}:
+            list(yaml.safe_load_all(path.read_text()))
+    answers = yaml.safe_load((project.path / ".copier-answers.yml").read_text())
+    assert "secret_key" not in answers
+    assert answers["framework"] == project.combo["framework"]
+    env = (project.path / ".env").read_text()
+    secret = re.search(r"^SECRET_KEY=(.+)$", env, re.MULTILINE)
+    assert secret and len(secret.group(1)) >= 32
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"] == f">={project.combo['python_version']}"
+
+
+@pytest.mark.parametrize("combo", PARAMS)
+def test_ruff_check_and_format_are_clean(project: Project) -> None:
+    run([str(project.bin / "ruff"), "check", "--no-cache", "."], project.path)
+    run([str(project.bin / "ruff"), "format", "--check", "--no-cache", "."], project.path)
+
+
+@pytest.mark.parametrize("combo", PARAMS)
+def test_mypy_strict_is_clean(project: Project) -> None:
+    run([str(project.bin / "mypy")], project.path)
+
+
+@pytest.mark.parametrize("combo", PARAMS)
+def test_own_test_suite_passes_against_the_chosen_services(project: Project) -> None:
+    combo = project.combo
+    pytest_cmd = [str(project.bin / "pytest"), "-q", "-p", "no:cacheprovider"]
+    if combo["database"] == "postgresql":
+        with Database(database_name(combo_id(combo)), require_service("postgres")) as database:
+            run(pytest_cmd, project.path, service_env(combo, database))
+    else:
+        run(pytest_cmd, project.path, service_env(combo, None))
+
+
+DJANGO = [
+    pytest.param(c, id=combo_id(c), marks=pytest.mark.xdist_group(combo_id(c)))
+    for c in RENDERS
+    if c["framework"] == "django"
+]
+
+
+@pytest.mark.parametrize("combo", DJANGO)
+def test_django_deploy_checks_and_migrations_are_clean(project: Project) -> None:
+    """``check --deploy`` with the production settings, and no model change without its migration."""
+    env = uv_env()
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"):
+        env.pop(name, None)
+    production = {**env, "ENVIRONMENT": "production", "SECRET_KEY": secrets.token_urlsafe(48)}
+    if project.combo["database"] == "postgresql":
+        production["DATABASE_URL"] = "postgresql://db.invalid/app"
+    python = str(project.bin / "python")
+    run([python, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], project.path, production)
+    run(
+        [python, "manage.py", "makemigrations", "--check", "--dry-run"],
+        project.path,
+        {**env, "DATABASE_URL": "sqlite://:memory:"},
+    )
+
+
+FULL = [
+    pytest.param(c, id=combo_id(c), marks=pytest.mark.xdist_group(combo_id(c)))
+    for c in RENDERS
+    if c["database"] == "postgresql" and c["cache"] == "redis" and c["task_queue"] == "celery"
+]
+
+
+@pytest.mark.parametrize("combo", FULL)
+def test_runs_with_no_external_service_at_all(project: Project) -> None:
+    """With no URL set: SQLite, in-memory cache and eager tasks, even where production uses servers."""
+    env = uv_env()
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
+        env.pop(name, None)
+    run([str(project.bin / "pytest"), "-q", "-p", "no:cacheprovider"], project.path, env)

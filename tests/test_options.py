@@ -1,0 +1,149 @@
+"""The option model: one source of truth, used consistently by copier.yml and the renders."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, options
+
+COPIER = yaml.safe_load((REPO / "copier.yml").read_text())
+
+
+def copier_choices(question: str) -> list[object]:
+    choices = COPIER[question]["choices"]
+    if isinstance(choices, list):
+        return choices
+    return [c["value"] if isinstance(c, dict) else c for c in choices.values()]
+
+
+@pytest.mark.parametrize("question", [q for q in options.CHOICES if q not in {"framework", "docker"}])
+def test_copier_yml_offers_exactly_the_model_choices(question: str) -> None:
+    assert copier_choices(question) == list(options.CHOICES[question])
+
+
+def test_copier_yml_lists_every_framework_and_the_model_enables_the_implemented_ones() -> None:
+    assert copier_choices("framework") == sorted(options.FRAMEWORKS, key=list(options.FRAMEWORKS).index)
+    assert set(options.CHOICES["framework"]) == {n for n, f in options.FRAMEWORKS.items() if f.implemented}
+    for name, choice in COPIER["framework"]["choices"].items():
+        assert f"answer_error('framework', '{choice['value']}')" in choice["validator"], name
+
+
+def test_every_question_that_can_be_wrong_has_a_validator() -> None:
+    for question in ("project_name", "project_slug", "package_name", "author_email", *options.CHOICES):
+        if question in {"license", "python_version", "docker", "ci"}:
+            continue  # closed choices copier enforces itself
+        assert f"answer_error('{question}')" in COPIER[question]["validator"], question
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    assert COPIER["framework"]["default"] == "fastapi"
+    assert COPIER["python_version"]["default"] == "3.13"
+    assert COPIER["database"]["default"] == "postgresql"
+    assert COPIER["cache"]["default"] == "redis"
+    assert COPIER["task_queue"]["default"] == "celery"
+    assert COPIER["secret_key"]["secret"] is True
+
+
+def test_full_set_is_the_product_minus_the_invalid() -> None:
+    product = []
+    for values in itertools.product(*(options.CHOICES[q] for q in options.RUNTIME_OPTIONS)):
+        combo = dict(zip(options.RUNTIME_OPTIONS, values, strict=True))
+        if combo["task_queue"] != "celery":
+            combo.pop("broker")
+        if combo["framework"] != "django":
+            combo.pop("django_api")
+        if options.is_valid(combo) and combo not in product:
+            product.append(combo)
+    assert options.runtime_combinations() == product
+    assert all(not (c["database"] == "none" and c["cache"] == "none") for c in product)
+    assert all(c["database"] != "none" for c in product if c["framework"] == "django")
+    others = len([f for f in options.CHOICES["framework"] if f != "django"])
+    # Django: two databases (none refused), two caches, three task queue choices, two API layers.
+    assert len(product) == others * (3 * 2 - 1) * 3 + 2 * 2 * 3 * len(options.CHOICES["django_api"])
+
+
+def test_django_api_is_asked_for_django_only() -> None:
+    assert copier_choices("django_api") == list(options.CHOICES["django_api"])
+    assert COPIER["django_api"]["when"] == "{{ framework == 'django' }}"
+    assert COPIER["django_api"]["default"] == "ninja"
+    assert {c.get("django_api") for c in options.runtime_combinations(framework="django")} == {"ninja", "drf"}
+    assert all("django_api" not in c for c in options.runtime_combinations(framework="flask"))
+
+
+def test_django_needs_a_database() -> None:
+    error = options.answer_error("database", {"framework": "django", "database": "none"})
+    assert "framework 'django' needs a database" in error
+    assert "choose database 'postgresql' or 'sqlite'" in error
+    assert options.answer_error("database", {"framework": "fastapi", "database": "none"}) == ""
+    assert not options.is_valid({"framework": "django", "django_api": "ninja", "database": "none", "cache": "redis"})
+
+
+def test_invalid_combinations_are_rejected_with_a_fix() -> None:
+    error = options.answer_error("cache", {"database": "none", "cache": "none"})
+    assert "nowhere to keep its data" in error
+    assert "choose cache 'redis'" in error
+
+
+def test_pairwise_set_covers_every_valid_pair_and_is_small() -> None:
+    chosen = options.pairwise_combinations()
+    covered = {
+        pair for combo in chosen for pair in options._pairs(combo, options.RUNTIME_OPTIONS + options.STATIC_OPTIONS)
+    }
+    assert covered == options.required_pairs()
+    assert len(chosen) < len(options.runtime_combinations())
+    assert all(options.is_valid(c) for c in chosen)
+
+
+def test_covering_renders_hold_every_runtime_combination_and_every_pair() -> None:
+    renders = options.covering_renders()
+    runtime = [{k: v for k, v in r.items() if k in options.RUNTIME_OPTIONS} for r in renders]
+    assert all(c in runtime for c in options.runtime_combinations())
+    covered = {
+        pair for combo in renders for pair in options._pairs(combo, options.RUNTIME_OPTIONS + options.STATIC_OPTIONS)
+    }
+    assert covered == options.required_pairs()
+
+
+def test_filters_narrow_the_combinations() -> None:
+    flask = options.runtime_combinations(framework="flask")
+    assert flask and all(c["framework"] == "flask" for c in flask)
+    assert options.runtime_combinations(framework="flask", database="none") == [
+        c for c in flask if c["database"] == "none"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("Orders API", "orders-api"),
+        ("  Billing -- Service 2 ", "billing-service-2"),
+        ("ÜberCart Élan", "ubercart-elan"),
+    ],
+)
+def test_slugs_are_derived_from_names(name: str, slug: str) -> None:
+    assert options.slugify(name) == slug
+    assert options.answer_error("project_slug", {"project_slug": slug}) == ""
+
+
+def test_rules_module_needs_only_the_standard_library() -> None:
+    tree = ast.parse(Path(options.__file__).read_text())
+    imports = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imports |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert imports <= {
+        "__future__",
+        "itertools",
+        "keyword",
+        "re",
+        "unicodedata",
+        "collections",
+        "dataclasses",
+        "typing",
+    }
