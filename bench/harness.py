@@ -134,9 +134,6 @@ def on_loopback(command: list[str], port: int) -> list[str]:
         if flag in moved:
             moved[moved.index(flag) + 1] = f"127.0.0.1:{port}"
             return moved
-    if Path(moved[0]).name == "gunicorn":
-        # gunicorn's bind is in its config file; the command line overrides it.
-        return [moved[0], "--bind", f"127.0.0.1:{port}", *moved[1:]]
     raise ValueError(f"cannot tell how to move {command} to another port: teach on_loopback() its flags")
 
 
@@ -149,8 +146,9 @@ def hello_command(framework: str) -> list[str]:
 
     The application argument keeps its shape: ``{package}.main:create_app`` becomes
     ``hello_fastapi:create_app``, ``{package}.wsgi`` becomes ``hello_django`` (its
-    ``application``), ``-m {package}`` becomes ``-m hello_sanic``; everything else (config
-    file, worker class, workers) stays the service's own.
+    ``application``), ``-m {package}`` becomes ``-m hello_sanic`` and ``-m {package}.server``
+    ``-m hello_flask`` (which hands itself to the service's server module); everything else
+    (server settings, workers) stays the service's own.
     """
     module = f"hello_{framework}"
     if not (HELLO / f"{module}.py").is_file():
@@ -303,7 +301,7 @@ class Config:
     server_cpus: str | None = "0"
     client_cpus: str | None = "1"
     scenarios: list[str] = field(default_factory=list)
-    #: Extra environment for the served processes (e.g. GUNICORN_CMD_ARGS for an experiment).
+    #: Extra environment for the served processes (e.g. WEB_CONCURRENCY for an experiment).
     server_env: dict[str, str] = field(default_factory=dict)
     matrix_select: str | None = None
     matrix_workers: int = 2

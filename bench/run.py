@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="extra environment for the served processes, e.g. GUNICORN_CMD_ARGS='--threads 16'",
+        help="extra environment for the served processes, e.g. ACCESS_LOG=false",
     )
     parser.add_argument(
         "--matrix-select",

@@ -22,7 +22,8 @@ PINS: dict[str, str] = {
     "apiflask": ">=3.1,<4",
     "flask": ">=3.1,<4",
     "flask-swagger-ui": ">=5.21,<6",
-    "gunicorn": ">=23,<28",
+    # The WSGI server (Flask, Django).
+    "granian": ">=2.8,<3",
     # 1.0: routes as lists only (the decorators are gone); 0.52 brought typed lifespan state.
     "starlette": ">=1.0,<2",
     "spectree": ">=3.0,<4",
@@ -86,12 +87,12 @@ IMAGES: dict[str, str] = {
 
 FRAMEWORK_PACKAGES: dict[str, tuple[str, ...]] = {
     "fastapi": ("fastapi", "fastapi-offline", "uvicorn[standard]"),
-    "flask": ("apiflask", "flask", "flask-swagger-ui", "gunicorn"),
+    "flask": ("apiflask", "flask", "flask-swagger-ui", "granian"),
     "starlette": ("starlette", "spectree", "offapi", "uvicorn[standard]"),
     "quart": ("quart", "quart-schema", "offapi", "uvicorn[standard]"),
     "sanic": ("sanic", "sanic-ext", "swagger-ui-bundle"),
     # django-stubs-ext: the generic classes the type hints subscript (ModelAdmin[Item]) work at run time.
-    "django": ("django", "django-stubs-ext", "dj-database-url", "gunicorn", "whitenoise"),
+    "django": ("django", "django-stubs-ext", "dj-database-url", "granian", "whitenoise"),
 }
 
 #: Django's API layer, by the django_api answer (and the type stubs its code is checked with).

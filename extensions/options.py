@@ -53,6 +53,10 @@ def _uvicorn(factory: str) -> tuple[str, ...]:
     )
 
 
+#: Granian serving a WSGI app in threads, set up from the service's settings by its server module.
+_GRANIAN = ("python", "-m", "{package}.server", "--host", "0.0.0.0", "--port", "8000")
+
+
 FRAMEWORKS: dict[str, Framework] = {
     f.name: f
     for f in (
@@ -63,7 +67,7 @@ FRAMEWORKS: dict[str, Framework] = {
             implemented=True,
             dev_server="python manage.py runserver 8000",
             # WSGI: the views are sync, like Django's ORM and cache they call.
-            server=("gunicorn", "--config", "gunicorn.conf.py", "{package}.wsgi"),
+            server=_GRANIAN,
         ),
         Framework(
             "flask",
@@ -71,7 +75,7 @@ FRAMEWORKS: dict[str, Framework] = {
             "sync",
             implemented=True,
             dev_server="flask --app {package}.app:create_app run --debug --port 8000",
-            server=("gunicorn", "--config", "gunicorn.conf.py", "{package}.app:create_app()"),
+            server=_GRANIAN,
         ),
         Framework(
             "fastapi",
@@ -151,7 +155,7 @@ RESERVED_PACKAGE_NAMES: frozenset[str] = frozenset(
         "drf_spectacular",
         "fastapi",
         "flask",
-        "gunicorn",
+        "granian",
         "httpx",
         "jinja2",
         "kombu",

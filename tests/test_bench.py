@@ -106,7 +106,6 @@ def options_server(framework: str) -> tuple[str, ...]:
             ["uvicorn", "--host", "127.0.0.1", "--port", "7"],
         ),
         (["hypercorn", "--bind", "0.0.0.0:8000", "app:x"], ["hypercorn", "--bind", "127.0.0.1:7"]),
-        (["gunicorn", "--config", "gunicorn.conf.py", "app"], ["gunicorn", "--bind", "127.0.0.1:7", "--config"]),
     ],
 )
 def test_production_commands_move_to_a_loopback_port(command: list[str], moved: list[str]) -> None:

@@ -1,4 +1,8 @@
-"""Flask's bare hello-world: ``gunicorn 'hello_flask:create_app()'``."""
+"""Flask's bare hello-world on the service's server: ``python -m hello_flask --host H --port P``.
+
+Served like the generated service's ``python -m <package>.server``: by that same module's
+``serve`` (Granian, WEB_CONCURRENCY workers of its threads), from the service's environment.
+"""
 
 from flask import Flask
 
@@ -11,3 +15,9 @@ def create_app() -> Flask:
         return {"hello": "world"}
 
     return app
+
+
+if __name__ == "__main__":
+    from orders_api.server import serve  # the rendered service the bench runs this beside
+
+    serve("hello_flask:create_app", factory=True)
