@@ -144,22 +144,17 @@ def production_command(framework: str, package: str = PACKAGE) -> list[str]:
 def hello_command(framework: str) -> list[str]:
     """The production command serving bench/hello/hello_<framework>.py instead of the service.
 
-    The application argument keeps its shape: ``{package}.main:create_app`` becomes
-    ``hello_fastapi:create_app``, ``{package}.wsgi`` becomes ``hello_django`` (its
-    ``application``), ``-m {package}`` becomes ``-m hello_sanic`` and ``-m {package}.server``
-    ``-m hello_flask`` (which hands itself to the service's server module); everything else
-    (server settings, workers) stays the service's own.
+    The module argument is swapped: ``-m {package}.server`` becomes ``-m hello_flask``, which
+    hands its app to the rendered service's own server module, and ``-m {package}`` (Sanic)
+    ``-m hello_sanic``; everything else (server settings, workers) stays the service's own.
     """
     module = f"hello_{framework}"
     if not (HELLO / f"{module}.py").is_file():
         raise FileNotFoundError(f"no bare hello-world for {framework}: add bench/hello/{module}.py")
-    command = []
-    for part in options.FRAMEWORKS[framework].server:
-        if part == "{package}" or part.startswith("{package}."):
-            _, _, attribute = part.partition(":")
-            part = f"{module}:{attribute}" if attribute else module
-        command.append(part)
-    return command
+    return [
+        module if part == "{package}" or part.startswith("{package}.") else part
+        for part in options.FRAMEWORKS[framework].server
+    ]
 
 
 def http_get(url: str, headers: Mapping[str, str] | None = None, timeout: float = 10) -> tuple[int, bytes]:

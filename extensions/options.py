@@ -34,27 +34,8 @@ class Framework:
     server: tuple[str, ...] = ()
 
 
-def _uvicorn(factory: str) -> tuple[str, ...]:
-    """Uvicorn serving an ASGI app factory behind a proxy, draining requests for 20 s on SIGTERM."""
-    return (
-        "uvicorn",
-        "--factory",
-        factory,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "8000",
-        "--no-access-log",
-        "--proxy-headers",
-        "--forwarded-allow-ips",
-        "*",
-        "--timeout-graceful-shutdown",
-        "20",
-    )
-
-
-#: Granian serving a WSGI app in threads, set up from the service's settings by its server module.
-_GRANIAN = ("python", "-m", "{package}.server", "--host", "0.0.0.0", "--port", "8000")
+#: The service's server module (uvicorn for ASGI, Granian for WSGI), set up from its settings.
+_SERVER = ("python", "-m", "{package}.server", "--host", "0.0.0.0", "--port", "8000")
 
 
 FRAMEWORKS: dict[str, Framework] = {
@@ -67,7 +48,7 @@ FRAMEWORKS: dict[str, Framework] = {
             implemented=True,
             dev_server="python manage.py runserver 8000",
             # WSGI: the views are sync, like Django's ORM and cache they call.
-            server=_GRANIAN,
+            server=_SERVER,
         ),
         Framework(
             "flask",
@@ -75,7 +56,7 @@ FRAMEWORKS: dict[str, Framework] = {
             "sync",
             implemented=True,
             dev_server="flask --app {package}.app:create_app run --debug --port 8000",
-            server=_GRANIAN,
+            server=_SERVER,
         ),
         Framework(
             "fastapi",
@@ -83,7 +64,7 @@ FRAMEWORKS: dict[str, Framework] = {
             "async",
             implemented=True,
             dev_server="uvicorn --factory {package}.main:create_app --reload --port 8000",
-            server=_uvicorn("{package}.main:create_app"),
+            server=_SERVER,
         ),
         Framework(
             "starlette",
@@ -91,7 +72,7 @@ FRAMEWORKS: dict[str, Framework] = {
             "async",
             implemented=True,
             dev_server="uvicorn --factory {package}.app:create_app --reload --port 8000",
-            server=_uvicorn("{package}.app:create_app"),
+            server=_SERVER,
         ),
         Framework(
             "quart",
@@ -101,7 +82,7 @@ FRAMEWORKS: dict[str, Framework] = {
             dev_server="quart --app {package}.app:create_app run --debug --reload --port 8000",
             # Not Hypercorn: with several workers, its parent ends them all as soon as the first
             # has stopped, cutting off requests in flight on SIGTERM (docs/frameworks/quart.md).
-            server=_uvicorn("{package}.app:create_app"),
+            server=_SERVER,
         ),
         Framework(
             "sanic",

@@ -608,3 +608,6 @@ def test_production_server_serves_health_and_stops_cleanly(
                 server.wait()
                 pytest.fail(f"the server did not stop within 30 s of SIGTERM:\n{log.read_text()}")
         assert code == 0, f"the server exited {code} on SIGTERM:\n{log.read_text()}"
+    # The server's own lines (start, workers, shutdown) are in the service's JSON format too.
+    lines = log.read_text().splitlines()
+    assert lines and all(line.startswith("{") and json.loads(line) for line in lines), log.read_text()

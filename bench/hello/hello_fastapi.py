@@ -1,4 +1,8 @@
-"""FastAPI's bare hello-world: ``uvicorn --factory hello_fastapi:create_app``."""
+"""FastAPI's bare hello-world on the service's server: ``python -m hello_fastapi --host H --port P``.
+
+Served like the generated service's ``python -m <package>.server``: by that same module's
+``serve`` (uvicorn, WEB_CONCURRENCY workers), from the service's environment.
+"""
 
 from fastapi import FastAPI
 
@@ -11,3 +15,9 @@ def create_app() -> FastAPI:
         return {"hello": "world"}
 
     return app
+
+
+if __name__ == "__main__":
+    from orders_api.server import serve  # the rendered service the bench runs this beside
+
+    serve("hello_fastapi:create_app")

@@ -1,4 +1,8 @@
-"""Quart's bare hello-world: ``hypercorn 'hello_quart:create_app()'``."""
+"""Quart's bare hello-world on the service's server: ``python -m hello_quart --host H --port P``.
+
+Served like the generated service's ``python -m <package>.server``: by that same module's
+``serve`` (uvicorn, WEB_CONCURRENCY workers), from the service's environment.
+"""
 
 from quart import Quart
 
@@ -11,3 +15,9 @@ def create_app() -> Quart:
         return {"hello": "world"}
 
     return app
+
+
+if __name__ == "__main__":
+    from orders_api.server import serve  # the rendered service the bench runs this beside
+
+    serve("hello_quart:create_app")

@@ -1,4 +1,8 @@
-"""Starlette's bare hello-world: ``uvicorn --factory hello_starlette:create_app``."""
+"""Starlette's bare hello-world on the service's server: ``python -m hello_starlette --host H --port P``.
+
+Served like the generated service's ``python -m <package>.server``: by that same module's
+``serve`` (uvicorn, WEB_CONCURRENCY workers), from the service's environment.
+"""
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -12,3 +16,9 @@ async def hello(request: Request) -> JSONResponse:
 
 def create_app() -> Starlette:
     return Starlette(routes=[Route("/", hello)])
+
+
+if __name__ == "__main__":
+    from orders_api.server import serve  # the rendered service the bench runs this beside
+
+    serve("hello_starlette:create_app")
