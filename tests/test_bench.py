@@ -210,5 +210,6 @@ def test_publishing_replaces_only_the_marked_block(tmp_path: Path, monkeypatch: 
 @pytest.mark.parametrize("stack", ["async", "sync", "django"])
 def test_the_cache_grace_is_read_from_the_services_own_cache_module(stack: str) -> None:
     """The serving benchmark waits out the grace the template writes, whatever value it has."""
-    (module,) = (harness.REPO / "template" / "src").glob(f"{{% if stack == '{stack}' %}}*/*cache.py*.jinja")
+    pattern = f"{{% if stack == '{stack}' %}}*/{{% if cache_aside %}}cache.py{{% endif %}}.jinja"
+    (module,) = (harness.REPO / "template" / "src").glob(pattern)
     assert serving.invalidation_grace(module.read_text()) > 0
