@@ -33,6 +33,11 @@ class Framework:
     #: The production server command (the Dockerfile's CMD), listening on port 8000.
     server: tuple[str, ...] = ()
 
+    @property
+    def io(self) -> str:
+        """"async" or "sync": which flavour of the shared code (cache-aside, readiness) it runs."""
+        return "async" if self.stack == "async" else "sync"
+
 
 #: The service's server module (uvicorn for ASGI, Granian for WSGI), set up from its settings.
 _SERVER = ("python", "-m", "{package}.server", "--host", "0.0.0.0", "--port", "8000")

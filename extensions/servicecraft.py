@@ -76,4 +76,5 @@ class ServicecraftExtension(Extension):
             slugify=options.slugify,
             package_from_slug=options.package_from_slug,
             stack=lambda framework: options.FRAMEWORKS[framework].stack,
+            io=lambda framework: options.FRAMEWORKS[framework].io,
         )
