@@ -100,6 +100,64 @@ def run(cmd: list[str], cwd: Path, env: Mapping[str, str] | None = None, timeout
     return result.stdout
 
 
+# --- the template in temporary git repositories ---------------------------------------------
+
+
+def git_env() -> dict[str, str]:
+    """git with a fixed identity and none of this machine's user configuration."""
+    env = uv_env()
+    env.update(
+        GIT_AUTHOR_NAME="Team",
+        GIT_AUTHOR_EMAIL="team@example.com",
+        GIT_COMMITTER_NAME="Team",
+        GIT_COMMITTER_EMAIL="team@example.com",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+    )
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
+        env.pop(name, None)
+    return env
+
+
+def git(cwd: Path, *args: str) -> str:
+    return run(["git", *args], cwd, git_env())
+
+
+def commit_all(cwd: Path, message: str) -> None:
+    git(cwd, "add", "--all")
+    git(cwd, "commit", "--quiet", "--no-verify", "--message", message)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace one exact occurrence; a missing anchor fails, naming the file and the text."""
+    text = path.read_text()
+    assert text.count(old) == 1, f"{path}: expected exactly one {old!r} to edit"
+    path.write_text(text.replace(old, new))
+
+
+def snapshot(destination: Path) -> Path:
+    """What copier reads from this checkout (copier.yml, extensions/, template/), as the
+    working tree has it: tracked files with their uncommitted changes, and new files."""
+    listed = git(
+        REPO,
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+        "--",
+        "copier.yml",
+        "extensions",
+        "template",
+    )
+    for relative in filter(None, listed.split("\0")):
+        source = REPO / relative
+        if source.is_file():
+            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / relative)
+    return destination
+
+
 #: The repo environment's own uv (a dev dependency), so every run uses the same version.
 UV = str(Path(sys.executable).parent / "uv") if (Path(sys.executable).parent / "uv").exists() else "uv"
 

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -34,7 +33,22 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import BIN, REPO, actionlint, check_jsonschema, options, python_for, render, run, uv_env, uv_sync
+from conftest import (
+    BIN,
+    REPO,
+    actionlint,
+    check_jsonschema,
+    commit_all,
+    edit,
+    git,
+    git_env,
+    options,
+    python_for,
+    render,
+    run,
+    snapshot,
+    uv_sync,
+)
 
 COPIER = str(BIN / "copier")
 FRAMEWORKS = list(options.CHOICES["framework"])
@@ -58,62 +72,7 @@ ANSWERS = {
 CONFLICT_MARKER = re.compile(r"^(<<<<<<<|>>>>>>>)( |$)", re.MULTILINE)
 
 
-def git_env() -> dict[str, str]:
-    """git with a fixed identity and none of this machine's user configuration."""
-    env = uv_env()
-    env.update(
-        GIT_AUTHOR_NAME="Team",
-        GIT_AUTHOR_EMAIL="team@example.com",
-        GIT_COMMITTER_NAME="Team",
-        GIT_COMMITTER_EMAIL="team@example.com",
-        GIT_CONFIG_GLOBAL=os.devnull,
-        GIT_CONFIG_NOSYSTEM="1",
-    )
-    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
-        env.pop(name, None)
-    return env
-
-
-def git(cwd: Path, *args: str) -> str:
-    return run(["git", *args], cwd, git_env())
-
-
-def commit_all(cwd: Path, message: str) -> None:
-    git(cwd, "add", "--all")
-    git(cwd, "commit", "--quiet", "--no-verify", "--message", message)
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    """Replace one exact occurrence; a missing anchor fails, naming the file and the text."""
-    text = path.read_text()
-    assert text.count(old) == 1, f"{path}: expected exactly one {old!r} to edit"
-    path.write_text(text.replace(old, new))
-
-
 # --- the template at two versions ------------------------------------------------------------
-
-
-def snapshot(destination: Path) -> Path:
-    """What copier reads from this checkout (copier.yml, extensions/, template/), as the
-    working tree has it: tracked files with their uncommitted changes, and new files."""
-    listed = git(
-        REPO,
-        "ls-files",
-        "-z",
-        "--cached",
-        "--others",
-        "--exclude-standard",
-        "--",
-        "copier.yml",
-        "extensions",
-        "template",
-    )
-    for relative in filter(None, listed.split("\0")):
-        source = REPO / relative
-        if source.is_file():
-            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination / relative)
-    return destination
 
 
 #: The identifier ``ci`` inside a Jinja tag (not part of a longer name, a string or an attribute).
