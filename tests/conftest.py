@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from urllib.parse import urlsplit
 
 import copier
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 #: This environment's scripts: copier, check-jsonschema, hadolint.
@@ -23,7 +27,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
 from bench.harness import Database
-from extensions import options
+from extensions import dependencies, options
 
 #: Where the machine's services are; override with these variables.
 SERVICES = {
@@ -156,6 +160,50 @@ def snapshot(destination: Path) -> Path:
             (destination / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / relative)
     return destination
+
+
+#: What the next version's pydantic range adds to this one's (as after a broken release).
+EXCLUDED_PYDANTIC = ",!=2.12.0"
+#: How the next version starts every ``python -m`` server: with faulthandler on.
+SERVER_PYTHON, NEXT_SERVER_PYTHON = ('("python", "-m",', '("python", "-X", "faulthandler", "-m",')
+
+
+def change_extensions(root: Path) -> None:
+    """A release's change to ``extensions/`` alone: a dependency pin and the server command.
+
+    No template file changes with them, so a render made after this change shows them only if
+    it used the extension modules of the version it rendered, not those of an earlier render.
+    """
+    pin = dependencies.PINS["pydantic"]
+    edit(root / "extensions" / "dependencies.py", f'"pydantic": "{pin}"', f'"pydantic": "{pin}{EXCLUDED_PYDANTIC}"')
+    options_py = root / "extensions" / "options.py"
+    text = options_py.read_text()
+    assert SERVER_PYTHON in text, f"{options_py}: no server command {SERVER_PYTHON} to change"
+    options_py.write_text(text.replace(SERVER_PYTHON, NEXT_SERVER_PYTHON))
+
+
+def server_command(service: Path) -> list[str]:
+    """The production server command: the Dockerfile's CMD, as its argument list."""
+    commands = re.findall(r"^CMD (\[.*\])$", (service / "Dockerfile").read_text(), re.MULTILINE)
+    assert len(commands) == 1, f"expected one CMD line in {service / 'Dockerfile'}, found {commands}"
+    return list(json.loads(commands[0]))
+
+
+def assert_extensions_of(service: Path, *, changed: bool) -> None:
+    """The service has this working tree's pydantic pin and server command or, with
+    ``changed``, those of the version :func:`change_extensions` makes."""
+    answers = yaml.safe_load((service / ".copier-answers.yml").read_text())
+    command = [
+        part.replace("{package}", answers["package_name"]) for part in options.FRAMEWORKS[answers["framework"]].server
+    ]
+    pin = f"pydantic{dependencies.PINS['pydantic']}"
+    if changed:
+        assert command[:2] == ["python", "-m"], f"change_extensions does not change the server command {command}"
+        command = ["python", "-X", "faulthandler", *command[1:]]
+        pin += EXCLUDED_PYDANTIC
+    requirements = tomllib.loads((service / "pyproject.toml").read_text())["project"]["dependencies"]
+    rendered_pin = [r for r in requirements if re.match(r"pydantic[<>=!~]", r)]
+    assert {"pin": rendered_pin, "server": server_command(service)} == {"pin": [pin], "server": command}
 
 
 #: The repo environment's own uv (a dev dependency), so every run uses the same version.
