@@ -4,14 +4,16 @@ Everything happens in temporary git repositories, so no tag in this repository's
 needed: the template's working tree is committed and tagged as the current version, then a
 maintainer's change is committed and tagged as the next one. The next version renames the
 ``ci`` question to ``ci_provider`` (answers moved by a ``_migrations`` entry running
-``extensions/migrate.py``) and changes template files: a new Makefile target and its README
-line, a pytest setting, a new ``.editorconfig``.
+``extensions/migrate.py``), changes template files (a new Makefile target and its README
+line, a pytest setting, a new ``.editorconfig``) and changes ``extensions/`` alone: a
+dependency pin and the production server command, which ``copier update`` renders right only
+if the new version's extension modules are loaded, not the old one's it rendered first.
 
 Per framework, a service is generated at the current version (CI on GitLab, a non-default
 answer the migration must carry over), committed, and edited as a team would: a new route
 with its test, a changed setting, an extra dependency, an edited README. Then
 ``copier update --defaults --data task_queue=celery`` must keep the team's edits, bring the
-template's changes and the new answer's files, leave no conflict marker and no ``.rej`` file,
+template's changes (the new pin and server command too) and the new answer's files, leave no conflict marker and no ``.rej`` file,
 and the service's own test suite must pass (SQLite, in-process cache, eager tasks).
 
 The scheduled update jobs the service's CI gets are run here too, step by step, against a
@@ -37,6 +39,8 @@ from conftest import (
     BIN,
     REPO,
     actionlint,
+    assert_extensions_of,
+    change_extensions,
     check_jsonschema,
     commit_all,
     edit,
@@ -124,6 +128,7 @@ def rename_ci_question(root: Path) -> None:
 def release_next_version(root: Path) -> None:
     """The maintainer's change between the two versions: real template files edited."""
     rename_ci_question(root)
+    change_extensions(root)
     template = root / "template"
     makefile = template / "Makefile.jinja"
     edit(makefile, "typecheck check", "typecheck check outdated")
@@ -419,6 +424,7 @@ def assert_next_version_arrived(service: Path) -> None:
     assert "make outdated" in (service / "README.md").read_text()
     assert "faulthandler_timeout = 60" in (service / "pyproject.toml").read_text()
     assert (service / ".editorconfig").is_file()
+    assert_extensions_of(service, changed=True)
     answers = answers_of(service)
     assert answers["_commit"] == f"v{NEXT}"
 
@@ -443,6 +449,7 @@ def test_update_keeps_team_edits_migrates_answers_and_passes_its_tests(
 ) -> None:
     service = generate(template_repo, tmp_path / "service", framework)
     assert answers_of(service)["_commit"] == f"v{CURRENT}"
+    assert_extensions_of(service, changed=False)
     make_team_edits(service, framework)
     commit_all(service, "Version route, four workers, tenacity, README")
 
