@@ -14,7 +14,7 @@ import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import copier
@@ -44,16 +44,21 @@ def combo_id(combo: Mapping[str, Any]) -> str:
     return "-".join(str(combo[q]) for q in options.RUNTIME_OPTIONS if q in combo)
 
 
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for want of something this machine lacks, or fail it under CI=true, where
+    nothing may be missing (a skipped test there would hide that it never ran)."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_service(name: str) -> str:
     """The service's URL if it answers; otherwise skip (fail under CI=true) naming it."""
     url = urlsplit(SERVICES[name])
     try:
         socket.create_connection((url.hostname, url.port), timeout=2).close()
     except OSError as exc:
-        message = f"{name} is not reachable at {url.hostname}:{url.port} ({exc}); set {name.upper()}_URL"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{name} is not reachable at {url.hostname}:{url.port} ({exc}); set {name.upper()}_URL")
     return SERVICES[name]
 
 
@@ -182,6 +187,11 @@ def change_extensions(root: Path) -> None:
     options_py.write_text(text.replace(SERVER_PYTHON, NEXT_SERVER_PYTHON))
 
 
+def requirements_of(service: Path) -> list[str]:
+    """The service's runtime dependencies, as its pyproject.toml lists them."""
+    return list(tomllib.loads((service / "pyproject.toml").read_text())["project"]["dependencies"])
+
+
 def server_command(service: Path) -> list[str]:
     """The production server command: the Dockerfile's CMD, as its argument list."""
     commands = re.findall(r"^CMD (\[.*\])$", (service / "Dockerfile").read_text(), re.MULTILINE)
@@ -201,8 +211,7 @@ def assert_extensions_of(service: Path, *, changed: bool) -> None:
         assert command[:2] == ["python", "-m"], f"change_extensions does not change the server command {command}"
         command = ["python", "-X", "faulthandler", *command[1:]]
         pin += EXCLUDED_PYDANTIC
-    requirements = tomllib.loads((service / "pyproject.toml").read_text())["project"]["dependencies"]
-    rendered_pin = [r for r in requirements if re.match(r"pydantic[<>=!~]", r)]
+    rendered_pin = [r for r in requirements_of(service) if re.match(r"pydantic[<>=!~]", r)]
     assert {"pin": rendered_pin, "server": server_command(service)} == {"pin": [pin], "server": command}
 
 
