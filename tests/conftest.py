@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import copier
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 #: This environment's scripts: copier, check-jsonschema, hadolint.
@@ -23,7 +27,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
 from bench.harness import Database
-from extensions import options
+from extensions import dependencies, options
 
 #: Where the machine's services are; override with these variables.
 SERVICES = {
@@ -40,16 +44,21 @@ def combo_id(combo: Mapping[str, Any]) -> str:
     return "-".join(str(combo[q]) for q in options.RUNTIME_OPTIONS if q in combo)
 
 
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for want of something this machine lacks, or fail it under CI=true, where
+    nothing may be missing (a skipped test there would hide that it never ran)."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_service(name: str) -> str:
     """The service's URL if it answers; otherwise skip (fail under CI=true) naming it."""
     url = urlsplit(SERVICES[name])
     try:
         socket.create_connection((url.hostname, url.port), timeout=2).close()
     except OSError as exc:
-        message = f"{name} is not reachable at {url.hostname}:{url.port} ({exc}); set {name.upper()}_URL"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{name} is not reachable at {url.hostname}:{url.port} ({exc}); set {name.upper()}_URL")
     return SERVICES[name]
 
 
@@ -98,6 +107,112 @@ def run(cmd: list[str], cwd: Path, env: Mapping[str, str] | None = None, timeout
     if result.returncode != 0:
         pytest.fail(f"`{' '.join(cmd)}` exited {result.returncode} in {cwd}:\n{result.stdout}\n{result.stderr}")
     return result.stdout
+
+
+# --- the template in temporary git repositories ---------------------------------------------
+
+
+def git_env() -> dict[str, str]:
+    """git with a fixed identity and none of this machine's user configuration."""
+    env = uv_env()
+    env.update(
+        GIT_AUTHOR_NAME="Team",
+        GIT_AUTHOR_EMAIL="team@example.com",
+        GIT_COMMITTER_NAME="Team",
+        GIT_COMMITTER_EMAIL="team@example.com",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+    )
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
+        env.pop(name, None)
+    return env
+
+
+def git(cwd: Path, *args: str) -> str:
+    return run(["git", *args], cwd, git_env())
+
+
+def commit_all(cwd: Path, message: str) -> None:
+    git(cwd, "add", "--all")
+    git(cwd, "commit", "--quiet", "--no-verify", "--message", message)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace one exact occurrence; a missing anchor fails, naming the file and the text."""
+    text = path.read_text()
+    assert text.count(old) == 1, f"{path}: expected exactly one {old!r} to edit"
+    path.write_text(text.replace(old, new))
+
+
+def snapshot(destination: Path) -> Path:
+    """What copier reads from this checkout (copier.yml, extensions/, template/), as the
+    working tree has it: tracked files with their uncommitted changes, and new files."""
+    listed = git(
+        REPO,
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+        "--",
+        "copier.yml",
+        "extensions",
+        "template",
+    )
+    for relative in filter(None, listed.split("\0")):
+        source = REPO / relative
+        if source.is_file():
+            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / relative)
+    return destination
+
+
+#: What the next version's pydantic range adds to this one's (as after a broken release).
+EXCLUDED_PYDANTIC = ",!=2.12.0"
+#: How the next version starts every ``python -m`` server: with faulthandler on.
+SERVER_PYTHON, NEXT_SERVER_PYTHON = ('("python", "-m",', '("python", "-X", "faulthandler", "-m",')
+
+
+def change_extensions(root: Path) -> None:
+    """A release's change to ``extensions/`` alone: a dependency pin and the server command.
+
+    No template file changes with them, so a render made after this change shows them only if
+    it used the extension modules of the version it rendered, not those of an earlier render.
+    """
+    pin = dependencies.PINS["pydantic"]
+    edit(root / "extensions" / "dependencies.py", f'"pydantic": "{pin}"', f'"pydantic": "{pin}{EXCLUDED_PYDANTIC}"')
+    options_py = root / "extensions" / "options.py"
+    text = options_py.read_text()
+    assert SERVER_PYTHON in text, f"{options_py}: no server command {SERVER_PYTHON} to change"
+    options_py.write_text(text.replace(SERVER_PYTHON, NEXT_SERVER_PYTHON))
+
+
+def requirements_of(service: Path) -> list[str]:
+    """The service's runtime dependencies, as its pyproject.toml lists them."""
+    return list(tomllib.loads((service / "pyproject.toml").read_text())["project"]["dependencies"])
+
+
+def server_command(service: Path) -> list[str]:
+    """The production server command: the Dockerfile's CMD, as its argument list."""
+    commands = re.findall(r"^CMD (\[.*\])$", (service / "Dockerfile").read_text(), re.MULTILINE)
+    assert len(commands) == 1, f"expected one CMD line in {service / 'Dockerfile'}, found {commands}"
+    return list(json.loads(commands[0]))
+
+
+def assert_extensions_of(service: Path, *, changed: bool) -> None:
+    """The service has this working tree's pydantic pin and server command or, with
+    ``changed``, those of the version :func:`change_extensions` makes."""
+    answers = yaml.safe_load((service / ".copier-answers.yml").read_text())
+    command = [
+        part.replace("{package}", answers["package_name"]) for part in options.FRAMEWORKS[answers["framework"]].server
+    ]
+    pin = f"pydantic{dependencies.PINS['pydantic']}"
+    if changed:
+        assert command[:2] == ["python", "-m"], f"change_extensions does not change the server command {command}"
+        command = ["python", "-X", "faulthandler", *command[1:]]
+        pin += EXCLUDED_PYDANTIC
+    rendered_pin = [r for r in requirements_of(service) if re.match(r"pydantic[<>=!~]", r)]
+    assert {"pin": rendered_pin, "server": server_command(service)} == {"pin": [pin], "server": command}
 
 
 #: The repo environment's own uv (a dev dependency), so every run uses the same version.

@@ -4,19 +4,26 @@ Everything happens in temporary git repositories, so no tag in this repository's
 needed: the template's working tree is committed and tagged as the current version, then a
 maintainer's change is committed and tagged as the next one. The next version renames the
 ``ci`` question to ``ci_provider`` (answers moved by a ``_migrations`` entry running
-``extensions/migrate.py``) and changes template files: a new Makefile target and its README
-line, a pytest setting, a new ``.editorconfig``.
+``extensions/migrate.py``), changes template files (a new Makefile target and its README
+line, a pytest setting, a new ``.editorconfig``) and changes ``extensions/`` alone: a
+dependency pin and the production server command, which ``copier update`` renders right only
+if the new version's extension modules are loaded, not the old one's it rendered first.
 
 Per framework, a service is generated at the current version (CI on GitLab, a non-default
 answer the migration must carry over), committed, and edited as a team would: a new route
 with its test, a changed setting, an extra dependency, an edited README. Then
 ``copier update --defaults --data task_queue=celery`` must keep the team's edits, bring the
-template's changes and the new answer's files, leave no conflict marker and no ``.rej`` file,
+template's changes (the new pin and server command too) and the new answer's files, leave no conflict marker and no ``.rej`` file,
 and the service's own test suite must pass (SQLite, in-process cache, eager tasks).
 
 The scheduled update jobs the service's CI gets are run here too, step by step, against a
 local "origin": they find the new version with ``copier check-update`` and push the update on
 a branch (``gh`` stands in for GitHub's API; GitLab's merge request is a push option).
+
+One test does need this repository's history: Flask and Django services generated at the
+commit before the move from gunicorn to Granian update to this working tree and must get
+Granian and the server module, the bug a stale extension module once caused. Where a shallow
+clone lacks that commit it skips, and fails under CI=true (.ci/run deepens such a clone).
 """
 
 from __future__ import annotations
@@ -25,16 +32,39 @@ import json
 import os
 import re
 import shlex
-import shutil
+import subprocess
 import sys
+import tarfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import copier as copier_api
 import pytest
 import yaml
-from conftest import BIN, REPO, actionlint, check_jsonschema, options, python_for, render, run, uv_env, uv_sync
+from conftest import (
+    BIN,
+    REPO,
+    actionlint,
+    assert_extensions_of,
+    change_extensions,
+    check_jsonschema,
+    commit_all,
+    dependencies,
+    edit,
+    git,
+    git_env,
+    options,
+    python_for,
+    render,
+    requirements_of,
+    run,
+    server_command,
+    snapshot,
+    unavailable,
+    uv_sync,
+)
 
 COPIER = str(BIN / "copier")
 FRAMEWORKS = list(options.CHOICES["framework"])
@@ -58,62 +88,7 @@ ANSWERS = {
 CONFLICT_MARKER = re.compile(r"^(<<<<<<<|>>>>>>>)( |$)", re.MULTILINE)
 
 
-def git_env() -> dict[str, str]:
-    """git with a fixed identity and none of this machine's user configuration."""
-    env = uv_env()
-    env.update(
-        GIT_AUTHOR_NAME="Team",
-        GIT_AUTHOR_EMAIL="team@example.com",
-        GIT_COMMITTER_NAME="Team",
-        GIT_COMMITTER_EMAIL="team@example.com",
-        GIT_CONFIG_GLOBAL=os.devnull,
-        GIT_CONFIG_NOSYSTEM="1",
-    )
-    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
-        env.pop(name, None)
-    return env
-
-
-def git(cwd: Path, *args: str) -> str:
-    return run(["git", *args], cwd, git_env())
-
-
-def commit_all(cwd: Path, message: str) -> None:
-    git(cwd, "add", "--all")
-    git(cwd, "commit", "--quiet", "--no-verify", "--message", message)
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    """Replace one exact occurrence; a missing anchor fails, naming the file and the text."""
-    text = path.read_text()
-    assert text.count(old) == 1, f"{path}: expected exactly one {old!r} to edit"
-    path.write_text(text.replace(old, new))
-
-
 # --- the template at two versions ------------------------------------------------------------
-
-
-def snapshot(destination: Path) -> Path:
-    """What copier reads from this checkout (copier.yml, extensions/, template/), as the
-    working tree has it: tracked files with their uncommitted changes, and new files."""
-    listed = git(
-        REPO,
-        "ls-files",
-        "-z",
-        "--cached",
-        "--others",
-        "--exclude-standard",
-        "--",
-        "copier.yml",
-        "extensions",
-        "template",
-    )
-    for relative in filter(None, listed.split("\0")):
-        source = REPO / relative
-        if source.is_file():
-            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination / relative)
-    return destination
 
 
 #: The identifier ``ci`` inside a Jinja tag (not part of a longer name, a string or an attribute).
@@ -165,6 +140,7 @@ def rename_ci_question(root: Path) -> None:
 def release_next_version(root: Path) -> None:
     """The maintainer's change between the two versions: real template files edited."""
     rename_ci_question(root)
+    change_extensions(root)
     template = root / "template"
     makefile = template / "Makefile.jinja"
     edit(makefile, "typecheck check", "typecheck check outdated")
@@ -460,6 +436,7 @@ def assert_next_version_arrived(service: Path) -> None:
     assert "make outdated" in (service / "README.md").read_text()
     assert "faulthandler_timeout = 60" in (service / "pyproject.toml").read_text()
     assert (service / ".editorconfig").is_file()
+    assert_extensions_of(service, changed=True)
     answers = answers_of(service)
     assert answers["_commit"] == f"v{NEXT}"
 
@@ -484,6 +461,7 @@ def test_update_keeps_team_edits_migrates_answers_and_passes_its_tests(
 ) -> None:
     service = generate(template_repo, tmp_path / "service", framework)
     assert answers_of(service)["_commit"] == f"v{CURRENT}"
+    assert_extensions_of(service, changed=False)
     make_team_edits(service, framework)
     commit_all(service, "Version route, four workers, tenacity, README")
 
@@ -504,6 +482,78 @@ def test_update_keeps_team_edits_migrates_answers_and_passes_its_tests(
 
     bin_dir = uv_sync(service, "3.13")
     run([str(bin_dir / "pytest"), "-q", "-p", "no:cacheprovider"], service, git_env())
+
+
+# --- an update across a real change of this repository's history ----------------------------
+
+#: The last commit before bc6b44f moved Flask and Django from gunicorn to Granian, on main
+#: before 0.1.0 was released: its services run ``gunicorn --config gunicorn.conf.py``.
+BEFORE_GRANIAN, BEFORE_GRANIAN_VERSION = "f494d4e", "0.1.0.dev0"
+
+
+@pytest.fixture(scope="module")
+def history_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A template repository with two tags: commit BEFORE_GRANIAN of this repository's history
+    as v<BEFORE_GRANIAN_VERSION>, and this working tree as v<CURRENT>."""
+    exists = ["git", "cat-file", "-e", f"{BEFORE_GRANIAN}^{{commit}}"]
+    if subprocess.run(exists, cwd=REPO, capture_output=True, check=False).returncode != 0:
+        unavailable(
+            f"commit {BEFORE_GRANIAN} is not in this checkout's history (a shallow clone?): "
+            "`git fetch --unshallow` brings it"
+        )
+    root = tmp_path_factory.mktemp("history") / "servicecraft"
+    root.mkdir()
+    archive = root.parent / "before.tar"
+    git(REPO, "archive", "--output", str(archive), BEFORE_GRANIAN, "copier.yml", "extensions", "template")
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+    git(root, "init", "--quiet", "--initial-branch", "main")
+    commit_all(root, f"servicecraft at {BEFORE_GRANIAN}")
+    git(root, "tag", f"v{BEFORE_GRANIAN_VERSION}")
+    git(root, "rm", "--quiet", "-r", ".")
+    snapshot(root)
+    commit_all(root, f"servicecraft {CURRENT}")
+    git(root, "tag", f"v{CURRENT}")
+    return root
+
+
+@pytest.mark.parametrize("framework", ["flask", "django"])
+def test_an_update_from_before_granian_brings_granian_and_the_server_module(
+    framework: str, history_repo: Path, tmp_path: Path
+) -> None:
+    """Across a change made in extensions/ (a pin, the server command) and template files
+    (gunicorn.conf.py deleted), by copier update in this process as the CLI does it; the
+    service is checked, not run."""
+    service = tmp_path / "service"
+    data = {**ANSWERS, "framework": framework}
+    copier_api.run_copy(
+        str(history_repo),
+        str(service),
+        data=data,
+        defaults=True,
+        unsafe=True,
+        vcs_ref=f"v{BEFORE_GRANIAN_VERSION}",
+        quiet=True,
+    )
+    assert server_command(service)[0] == "gunicorn"
+    assert (service / "gunicorn.conf.py").is_file()
+    git(service, "init", "--quiet", "--initial-branch", "main")
+    commit_all(service, "Generated by servicecraft")
+
+    copier_api.run_update(str(service), defaults=True, unsafe=True, overwrite=True, quiet=True)
+
+    answers = answers_of(service)
+    assert answers["_commit"] == f"v{CURRENT}"
+    assert_clean_merge(service)
+    assert requirements_of(service) == dependencies.requirements(answers, options.FRAMEWORKS[framework].stack)
+    assert any(r.startswith("granian") for r in requirements_of(service))
+    assert server_command(service) == [
+        part.replace("{package}", PACKAGE) for part in options.FRAMEWORKS[framework].server
+    ]
+    assert server_command(service)[:3] == ["python", "-m", f"{PACKAGE}.server"]
+    assert not (service / "gunicorn.conf.py").exists()
+    mentions = [str(p.relative_to(service)) for p in files_of(service) if "gunicorn" in p.read_text(errors="replace")]
+    assert not mentions, f"gunicorn is still named in {mentions}"
 
 
 # --- the scheduled update jobs ---------------------------------------------------------------
