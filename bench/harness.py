@@ -138,7 +138,7 @@ def on_loopback(command: list[str], port: int) -> list[str]:
 
 
 def production_command(framework: str, package: str = PACKAGE) -> list[str]:
-    return [part.format(package=package) for part in options.FRAMEWORKS[framework].server]
+    return [part.format(package=package) for part in options.FRAMEWORKS[framework].command]
 
 
 def hello_command(framework: str) -> list[str]:
@@ -153,7 +153,7 @@ def hello_command(framework: str) -> list[str]:
         raise FileNotFoundError(f"no bare hello-world for {framework}: add bench/hello/{module}.py")
     return [
         module if part == "{package}" or part.startswith("{package}.") else part
-        for part in options.FRAMEWORKS[framework].server
+        for part in options.FRAMEWORKS[framework].command
     ]
 
 

@@ -20,7 +20,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Framework:
-    """What the template needs to know about one web framework."""
+    """What the template needs to know about one web framework.
+
+    copier.yml exposes the attributes the template branches on as computed answers (``server``,
+    ``toolkit``, ``app``), so that a file or folder name tests one named fact.
+    """
 
     name: str
     label: str
@@ -28,10 +32,23 @@ class Framework:
     #: Django brings its own ORM, cache framework and settings.
     stack: str
     implemented: bool
+    #: The production server: "uvicorn" (ASGI) and "granian" (WSGI) run the service's
+    #: ``server.py`` module of that name; "sanic" is Sanic's own, run by the package's ``__main__``.
+    server: str
+    #: The ASGI toolkit the framework is built on, whose lifespan, middleware and error handlers
+    #: the frameworks on it share (``template/src/{% if toolkit == 'starlette' %}…``); "" for none.
+    toolkit: str = ""
+    #: Where the server finds the application, relative to the package: ``module:attribute``.
+    app: str = "app:create_app"
+    #: Whether ``app`` is a factory to call (``create_app``) rather than the application itself.
+    factory: bool = True
     #: The auto-reloading development server, ``{package}`` standing for the package name.
     dev_server: str = ""
-    #: The production server command (the Dockerfile's CMD), listening on port 8000.
-    server: tuple[str, ...] = ()
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """The production server command (the Dockerfile's CMD), listening on port 8000."""
+        return SERVER_COMMANDS[self.server]
 
     @property
     def io(self) -> str:
@@ -39,8 +56,15 @@ class Framework:
         return "async" if self.stack == "async" else "sync"
 
 
-#: The service's server module (uvicorn for ASGI, Granian for WSGI), set up from its settings.
-_SERVER = ("python", "-m", "{package}.server", "--host", "0.0.0.0", "--port", "8000")
+#: How each server is started in production, ``{package}`` standing for the package name.
+SERVER_COMMANDS: dict[str, tuple[str, ...]] = {
+    # The service's server module, set up from its settings.
+    "uvicorn": ("python", "-m", "{package}.server", "--host", "0.0.0.0", "--port", "8000"),
+    "granian": ("python", "-m", "{package}.server", "--host", "0.0.0.0", "--port", "8000"),
+    # Sanic's own server through its factory loader (the package's __main__), so the worker
+    # count can come from WEB_CONCURRENCY, which Sanic's CLI does not read.
+    "sanic": ("python", "-m", "{package}", "--host", "0.0.0.0", "--port", "8000"),
+}
 
 
 FRAMEWORKS: dict[str, Framework] = {
@@ -51,53 +75,56 @@ FRAMEWORKS: dict[str, Framework] = {
             "Django",
             "django",
             implemented=True,
-            dev_server="python manage.py runserver 8000",
             # WSGI: the views are sync, like Django's ORM and cache they call.
-            server=_SERVER,
+            server="granian",
+            app="wsgi:application",
+            factory=False,
+            dev_server="python manage.py runserver 8000",
         ),
         Framework(
             "flask",
             "Flask (APIFlask)",
             "sync",
             implemented=True,
+            server="granian",
             dev_server="flask --app {package}.app:create_app run --debug --port 8000",
-            server=_SERVER,
         ),
         Framework(
             "fastapi",
             "FastAPI",
             "async",
             implemented=True,
+            server="uvicorn",
+            toolkit="starlette",
+            app="main:create_app",
             dev_server="uvicorn --factory {package}.main:create_app --reload --port 8000",
-            server=_SERVER,
         ),
         Framework(
             "starlette",
             "Starlette",
             "async",
             implemented=True,
+            server="uvicorn",
+            toolkit="starlette",
             dev_server="uvicorn --factory {package}.app:create_app --reload --port 8000",
-            server=_SERVER,
         ),
         Framework(
             "quart",
             "Quart",
             "async",
             implemented=True,
-            dev_server="quart --app {package}.app:create_app run --debug --reload --port 8000",
             # Not Hypercorn: with several workers, its parent ends them all as soon as the first
             # has stopped, cutting off requests in flight on SIGTERM (docs/frameworks/quart.md).
-            server=_SERVER,
+            server="uvicorn",
+            dev_server="quart --app {package}.app:create_app run --debug --reload --port 8000",
         ),
         Framework(
             "sanic",
             "Sanic",
             "async",
             implemented=True,
+            server="sanic",
             dev_server="sanic {package}.app:create_app --factory --dev --no-access-logs --port 8000",
-            # Sanic's own server through its factory loader (the package's __main__), so the
-            # worker count can come from WEB_CONCURRENCY, which Sanic's CLI does not read.
-            server=("python", "-m", "{package}", "--host", "0.0.0.0", "--port", "8000"),
         ),
     )
 }

@@ -95,7 +95,7 @@ def test_every_implemented_framework_has_a_hello_world_its_server_can_load(frame
 
 
 def options_server(framework: str) -> tuple[str, ...]:
-    return harness.options.FRAMEWORKS[framework].server
+    return harness.options.FRAMEWORKS[framework].command
 
 
 @pytest.mark.parametrize(

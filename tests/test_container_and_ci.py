@@ -165,7 +165,7 @@ def parse_dockerfile(text: str) -> list[tuple[str, str]]:
 
 def expected_server(framework: str) -> list[str]:
     """The production command options.py records for the framework, for this package."""
-    return [part.format(package=PACKAGE) for part in options.FRAMEWORKS[framework].server]
+    return [part.format(package=PACKAGE) for part in options.FRAMEWORKS[framework].command]
 
 
 def backing_services(answers: dict[str, Any]) -> set[str]:
