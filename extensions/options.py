@@ -52,7 +52,7 @@ class Framework:
 
     @property
     def io(self) -> str:
-        """"async" or "sync": which flavour of the shared code (cache-aside, readiness) it runs."""
+        """ "async" or "sync": which flavour of the shared code (cache-aside, readiness) it runs."""
         return "async" if self.stack == "async" else "sync"
 
 

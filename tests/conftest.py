@@ -204,7 +204,7 @@ def assert_extensions_of(service: Path, *, changed: bool) -> None:
     ``changed``, those of the version :func:`change_extensions` makes."""
     answers = yaml.safe_load((service / ".copier-answers.yml").read_text())
     command = [
-        part.replace("{package}", answers["package_name"]) for part in options.FRAMEWORKS[answers["framework"]].server
+        part.replace("{package}", answers["package_name"]) for part in options.FRAMEWORKS[answers["framework"]].command
     ]
     pin = f"pydantic{dependencies.PINS['pydantic']}"
     if changed:

@@ -548,7 +548,7 @@ def test_an_update_from_before_granian_brings_granian_and_the_server_module(
     assert requirements_of(service) == dependencies.requirements(answers, options.FRAMEWORKS[framework].stack)
     assert any(r.startswith("granian") for r in requirements_of(service))
     assert server_command(service) == [
-        part.replace("{package}", PACKAGE) for part in options.FRAMEWORKS[framework].server
+        part.replace("{package}", PACKAGE) for part in options.FRAMEWORKS[framework].command
     ]
     assert server_command(service)[:3] == ["python", "-m", f"{PACKAGE}.server"]
     assert not (service / "gunicorn.conf.py").exists()
