@@ -218,6 +218,37 @@ def broker_applies(answers: Mapping[str, Any]) -> bool:
     return answers.get("task_queue") == "celery"
 
 
+def facts(answers: Mapping[str, Any]) -> dict[str, Any]:
+    """What several files need to know about a set of answers, worked out in this one place.
+
+    copier.yml exposes each fact as a computed answer (``when: false``; not stored in the
+    answers file, so ``copier update`` works them out again with the new version's rules), and
+    file names, folder names and files test one named fact instead of repeating a condition.
+    """
+    framework = FRAMEWORKS[answers["framework"]]
+    broker = answers.get("broker") if answers.get("task_queue") == "celery" else None
+    redis_server = answers.get("cache") == "redis" or broker == "redis"
+    services = {"db": answers.get("database") == "postgresql", "redis": redis_server, "rabbitmq": broker == "rabbitmq"}
+    return {
+        # The data layer the framework shares with others of its kind: async, sync or django.
+        "stack": framework.stack,
+        # The flavour of the code frameworks of that kind share: Flask and Django are both sync.
+        "io": framework.io,
+        "server": framework.server,
+        "toolkit": framework.toolkit,
+        "app": framework.app,
+        "app_factory": framework.factory,
+        # Django's API layer (ninja or drf); "" for the others, which have their own.
+        "api_layer": answers.get("django_api", "") if framework.name == "django" else "",
+        # A cache in front of the database; with no database, Redis is the store itself.
+        "cache_aside": answers.get("cache") == "redis" and answers.get("database") != "none",
+        # The servers run beside the service (compose, CI), by their compose names, in start order.
+        "redis_server": redis_server,
+        "rabbitmq_server": broker == "rabbitmq",
+        "backing_services": [name for name, used in services.items() if used],
+    }
+
+
 def applies(question: str, answers: Mapping[str, Any]) -> bool:
     """Whether copier asks ``question`` given the other answers (copier.yml's ``when``)."""
     if question == "broker":

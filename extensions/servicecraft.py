@@ -91,6 +91,11 @@ class ServicecraftExtension(Extension):
             return options.answer_error(question, answers)
 
         @pass_context
+        def fact(context: Context, name: str) -> Any:
+            """One of ``options.facts`` for the answers so far: copier.yml's computed answers."""
+            return options.facts({key: context.get(key) for key in questions})[name]
+
+        @pass_context
         def requirements(context: Context) -> list[str]:
             return list(dependencies.requirements(context, context["stack"]))
 
@@ -100,6 +105,7 @@ class ServicecraftExtension(Extension):
 
         environment.globals.update(
             answer_error=answer_error,
+            fact=fact,
             requirements=requirements,
             dev_requirements=dev_requirements,
             frameworks=options.FRAMEWORKS,
@@ -109,6 +115,4 @@ class ServicecraftExtension(Extension):
         environment.filters.update(
             slugify=options.slugify,
             package_from_slug=options.package_from_slug,
-            stack=lambda framework: options.FRAMEWORKS[framework].stack,
-            io=lambda framework: options.FRAMEWORKS[framework].io,
         )

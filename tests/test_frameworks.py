@@ -9,6 +9,7 @@ docs/options/framework.md. A test per place, so a failure names the place that i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -91,13 +92,34 @@ def test_server_modules_are_selected_by_the_server_fact(server: str) -> None:
     assert (folder("server", server) / "server.py.jinja").is_file()
 
 
-@pytest.mark.parametrize("fact", ["server", "toolkit", "app", "app_factory"])
-def test_framework_facts_are_computed_answers_from_options(fact: str) -> None:
-    """Recomputed on every render and update (never stored), from the Framework entry."""
-    question = COPIER[fact]
-    assert question["when"] is False
-    attribute = "factory" if fact == "app_factory" else fact
-    assert question["default"] == f"{{{{ frameworks[framework].{attribute} }}}}"
+def test_every_computed_answer_is_a_fact_from_options_and_every_fact_is_one() -> None:
+    """Recomputed on every render and update (never stored), from options.facts() alone."""
+    computed = {
+        name: question["default"]
+        for name, question in COPIER.items()
+        if isinstance(question, dict) and question.get("when") is False and not question.get("secret")
+    }
+    sample = options.facts({"framework": "fastapi", "database": "postgresql", "cache": "redis", "task_queue": "none"})
+    assert computed == {name: f"{{{{ fact('{name}') }}}}" for name in sample}
+
+
+@pytest.mark.parametrize("combo", options.runtime_combinations(), ids=lambda c: "-".join(map(str, c.values())))
+def test_facts_follow_the_answers(combo: dict[str, Any]) -> None:
+    facts = options.facts(combo)
+    framework = options.FRAMEWORKS[combo["framework"]]
+    assert (facts["stack"], facts["server"], facts["toolkit"]) == (framework.stack, framework.server, framework.toolkit)
+    assert facts["io"] == ("async" if framework.stack == "async" else "sync")
+    assert facts["api_layer"] == combo.get("django_api", "")
+    assert facts["cache_aside"] == (combo["cache"] == "redis" and combo["database"] != "none")
+    broker = combo.get("broker")
+    assert facts["redis_server"] == (combo["cache"] == "redis" or broker == "redis")
+    assert facts["rabbitmq_server"] == (broker == "rabbitmq")
+    expected = [
+        ("db", combo["database"] == "postgresql"),
+        ("redis", facts["redis_server"]),
+        ("rabbitmq", facts["rabbitmq_server"]),
+    ]
+    assert facts["backing_services"] == [name for name, used in expected if used]
 
 
 def test_no_folder_or_file_name_tests_a_list_of_frameworks() -> None:
