@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import keyword
 import re
+import sys
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -149,68 +150,259 @@ CHOICES: dict[str, tuple[str, ...]] = {
 RUNTIME_OPTIONS: tuple[str, ...] = ("framework", "django_api", "database", "cache", "task_queue", "broker")
 STATIC_OPTIONS: tuple[str, ...] = ("license", "python_version", "docker", "ci")
 
-#: Names a package may not take: the service imports these, so a package of the same
-#: name would shadow them (or be shadowed) on sys.path.
-RESERVED_PACKAGE_NAMES: frozenset[str] = frozenset(
-    {
+#: Top-level modules that a generated service, its tests or its tools import, for every option:
+#: the dependencies in dependencies.py and what they bring in (measured from the services'
+#: environments; tests/test_naming.py checks the list against them), and the service's own
+#: top-level names. A package of one of these names would shadow it, or be shadowed.
+SERVICE_MODULES: frozenset[str] = frozenset(
+    [
+        "aiofiles",
         "aiosqlite",
         "alembic",
         "amqp",
+        "annotated_doc",
+        "annotated_types",
         "anyio",
         "apiflask",
+        "apispec",
         "app",
+        "asgiref",
+        "ast_serialize",
         "asyncpg",
+        "attr",
+        "attrs",
+        "billiard",
+        "blinker",
         "celery",
+        "cfgv",
         "click",
+        "click_didyoumean",
+        "click_plugins",
+        "click_repl",
         "conftest",
+        "data_layer",
+        "dateutil",
+        "distlib",
         "dj_database_url",
         "django",
+        "django_stubs_ext",
+        "dns",
+        "dotenv",
         "drf_spectacular",
+        "drf_spectacular_sidecar",
+        "email_validator",
+        "execnet",
         "fastapi",
+        "fastapi_offline",
+        "filelock",
         "flask",
+        "flask_httpauth",
+        "flask_marshmallow",
+        "flask_swagger_ui",
         "granian",
+        "greenlet",
+        "h11",
+        "h2",
+        "hiredis",
+        "hpack",
+        "html5tagger",
+        "httpcore",
+        "httpcore2",
+        "httptools",
         "httpx",
+        "httpx2",
+        "hypercorn",
+        "hyperframe",
+        "identify",
+        "idna",
+        "inflection",
+        "iniconfig",
+        "itsdangerous",
         "jinja2",
+        "jsonschema",
+        "jsonschema_path",
+        "jsonschema_specifications",
         "kombu",
-        "logging",
+        "lazy_object_proxy",
+        "librt",
+        "mako",
+        "manage",
+        "markupsafe",
+        "marshmallow",
         "migrations",
+        "multidict",
         "mypy",
+        "mypy_django_plugin",
+        "mypy_drf_plugin",
+        "mypy_extensions",
+        "mypyc",
         "ninja",
+        "nodeenv",
+        "offapi",
+        "openapi_schema_validator",
+        "openapi_spec_validator",
+        "opentelemetry",
+        "packaging",
+        "pathable",
+        "pathspec",
+        "platformdirs",
+        "pluggy",
+        "pre_commit",
+        "priority",
+        "prompt_toolkit",
         "psycopg",
+        "psycopg_binary",
+        "psycopg_pool",
+        "py",
         "pydantic",
+        "pydantic_core",
         "pydantic_settings",
+        "pygments",
         "pytest",
+        "pytest_django",
+        "python_discovery",
         "quart",
+        "quart_schema",
         "redis",
+        "referencing",
         "rest_framework",
+        "rfc3339_validator",
+        "rpds",
         "ruff",
         "sanic",
+        "sanic_ext",
+        "sanic_routing",
         "settings",
+        "six",
+        "spectree",
         "sqlalchemy",
+        "sqlparse",
         "starlette",
+        "swagger_ui_bundle",
         "test",
         "tests",
-        "typing",
+        "tracerite",
+        "truststore",
+        "typing_extensions",
+        "typing_inspection",
+        "tzlocal",
+        "ujson",
+        "uritemplate",
         "uvicorn",
+        "uvloop",
+        "vine",
+        "virtualenv",
+        "watchfiles",
+        "wcwidth",
+        "webargs",
+        "websockets",
         "werkzeug",
         "whitenoise",
-    }
+        "wsproto",
+        "xdist",
+        "yaml",
+    ]
 )
+
+#: Distributions in a generated service's environment. The service's own distribution (its
+#: project_slug) may not take one of their names, or uv would find it depending on itself.
+SERVICE_DISTRIBUTIONS: frozenset[str] = frozenset(
+    name.replace("_", "-")
+    for name in SERVICE_MODULES - {"app", "conftest", "data_layer", "manage", "migrations", "settings", "test", "tests"}
+) | frozenset(
+    [
+        "celery-types",
+        "django-ninja",
+        "django-stubs",
+        "djangorestframework",
+        "djangorestframework-stubs",
+        "dnspython",
+        "opentelemetry-api",
+        "pytest-xdist",
+        "python-dateutil",
+        "python-dotenv",
+        "pyyaml",
+        "rpds-py",
+        "types-pyyaml",
+    ]
+)
+
+#: The standard library's modules, whatever Python runs copier (3.11 and later list them).
+STDLIB_MODULES: frozenset[str] = frozenset(sys.stdlib_module_names)
+
+#: Soft keywords of the Python versions a service may run, whatever Python runs copier.
+SOFT_KEYWORDS: frozenset[str] = frozenset({"_", "case", "match", "type"})
+
+#: Lengths past which an answer would not fit the service's files: its file names (slug and
+#: package), and the 120-character lines its linter allows around the project name and the
+#: description, as they are written there (non-ASCII letters escaped).
+MAX_NAME = 50
+MAX_TITLE = 64
+MAX_DESCRIPTION = 80
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PACKAGE_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 
 
 def slugify(name: str) -> str:
-    """Derive a kebab-case slug from a free-form project name ("Über Cart" -> "uber-cart")."""
+    """Derive a kebab-case slug from a free-form project name ("Über Cart" -> "uber-cart").
+
+    Always a valid slug: a name that starts with a digit gets a "service-" prefix, and one with
+    no Latin letter or digit at all (a name in another script) gives "service".
+    """
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    if not slug:
+        return "service"
+    if slug[0].isdigit():
+        slug = f"service-{slug}"
+    return slug[:MAX_NAME].rstrip("-")
 
 
 def package_from_slug(slug: str) -> str:
     """Derive the Python package name from a slug."""
     return slug.replace("-", "_")
+
+
+def _escaped(text: str, quote: str = '"') -> str:
+    """``text`` with ``quote`` and every non-ASCII character escaped, the same way in Python and TOML.
+
+    ASCII only, so that no linter mistakes a letter of another script for a Latin one (ruff's
+    RUF001); ``\\u`` and ``\\U`` escapes mean the same in both languages. Backslashes and control
+    characters never get here: the rules refuse them.
+    """
+    return "".join(_escaped_char(char, quote) for char in text)
+
+
+def _escaped_char(char: str, quote: str) -> str:
+    if char == quote:
+        return f"\\{quote}"
+    if " " <= char <= "~":
+        return char
+    return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+
+
+def py_str(text: str) -> str:
+    """``text`` as a Python string literal, quoted as ruff's formatter quotes it.
+
+    Double quotes, unless the text holds more double than single quotes: then single ones, which
+    need fewer escapes (ruff would rewrite the literal that way, and the format check would fail).
+    """
+    quote = "'" if text.count('"') > text.count("'") else '"'
+    return f"{quote}{_escaped(text, quote)}{quote}"
+
+
+def toml_str(text: str) -> str:
+    """``text`` as a TOML basic string (double-quoted; TOML's single quotes allow no escapes)."""
+    return f'"{_escaped(text)}"'
+
+
+def docstring_text(text: str) -> str:
+    """``text`` made safe inside a triple-quoted docstring."""
+    return _escaped(text)
 
 
 def broker_applies(answers: Mapping[str, Any]) -> bool:
@@ -258,35 +450,103 @@ def applies(question: str, answers: Mapping[str, Any]) -> bool:
     return True
 
 
-def _text_error(question: str, value: Any) -> str:
-    text = str(value).strip() if value is not None else ""
-    if question == "project_name":
-        return "" if text else "project_name is required: give the service a name, e.g. 'Orders API'."
-    if question == "project_slug":
-        if SLUG_RE.match(text):
-            return ""
+#: The questions answered in free text, in the order copier asks them.
+TEXT_QUESTIONS: tuple[str, ...] = (
+    "project_name",
+    "project_slug",
+    "package_name",
+    "description",
+    "author_name",
+    "author_email",
+)
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _free_text_error(question: str, text: str, limit: int) -> str:
+    """What is wrong with a one-line text that the service's files quote, or ""."""
+    fix = f"e.g. {_cleaned(question, text, limit)!r}"
+    if not text.strip():
+        return f"{question} is empty: write it out, {fix}."
+    if text != text.strip():
+        return f"{question} {text!r} starts or ends with spaces: remove them, {fix}."
+    if _UNPRINTABLE.search(text):
+        return f"{question} {text!r} holds a line break or a control character: keep it to one plain line, {fix}."
+    if "\\" in text:
+        return f"{question} {text!r} holds a backslash: leave it out, {fix}."
+    if len(py_str(text)) - 2 > limit:
         return (
-            f"project_slug '{text}' is not kebab-case: use lowercase letters, digits and single "
-            f"dashes, starting with a letter, e.g. '{slugify(text) or 'orders-api'}'."
+            f"{question} is too long for the service's files: shorten it to {limit} characters (a quote "
+            f"counts as 2, a letter outside ASCII as 6), {fix}."
         )
+    return ""
+
+
+def _cleaned(question: str, text: str, limit: int) -> str:
+    """``text`` on one plain line, within ``limit``: the suggestion a refusal makes."""
+    words = " ".join(_UNPRINTABLE.sub(" ", text).replace("\\", "/").split())
+    while words and len(py_str(words)) - 2 > limit:
+        words = words.rsplit(" ", 1)[0] if " " in words else words[:limit]
+    return words or EXAMPLES[question]
+
+
+EXAMPLES = {"project_name": "Orders API", "description": "Takes and tracks orders.", "author_name": "Platform Team"}
+
+
+def _package_error(text: str) -> str:
+    if not PACKAGE_RE.match(text) or len(text) > MAX_NAME:
+        return (
+            f"package_name {text!r} is not a valid Python package name: use up to {MAX_NAME} lowercase "
+            "letters, digits and underscores, not starting with a digit, e.g. 'orders_api'."
+        )
+    if keyword.iskeyword(text) or text in SOFT_KEYWORDS:
+        return f"package_name {text!r} is a Python keyword: choose another name, e.g. {_suggest_package(text)!r}."
+    if text in STDLIB_MODULES or text in SERVICE_MODULES:
+        where = "the standard library's" if text in STDLIB_MODULES else "the"
+        return (
+            f"package_name {text!r} would shadow {where} {text!r} module: "
+            f"choose another name, e.g. {_suggest_package(text)!r}."
+        )
+    return ""
+
+
+def _suggest_package(text: str) -> str:
+    suggestion = f"{text[: MAX_NAME - len('_service')]}_service"
+    return suggestion if PACKAGE_RE.match(suggestion) else "orders_api"
+
+
+def _slug_error(text: str) -> str:
+    if not SLUG_RE.match(text) or len(text) > MAX_NAME:
+        return (
+            f"project_slug {text!r} is not kebab-case: use up to {MAX_NAME} lowercase letters, digits and "
+            f"single dashes, starting with a letter, e.g. {slugify(text)!r}."
+        )
+    if text in SERVICE_DISTRIBUTIONS:
+        return (
+            f"project_slug {text!r} is the name of a package the service depends on: "
+            f"choose another, e.g. '{text[: MAX_NAME - len('-service')]}-service'."
+        )
+    return ""
+
+
+def _text_error(question: str, value: Any) -> str:
+    text = "" if value is None else str(value)
+    if question == "project_name":
+        if not text.strip():
+            return "project_name is required: give the service a name, e.g. 'Orders API'."
+        return _free_text_error(question, text, MAX_TITLE)
+    if question == "project_slug":
+        return _slug_error(text)
     if question == "package_name":
-        if not PACKAGE_RE.match(text):
-            return (
-                f"package_name '{text}' is not a valid Python package name: use lowercase letters, "
-                "digits and underscores, not starting with a digit, e.g. 'orders_api'."
-            )
-        if keyword.iskeyword(text) or keyword.issoftkeyword(text):
-            return f"package_name '{text}' is a Python keyword: choose another name, e.g. '{text}_service'."
-        if text in RESERVED_PACKAGE_NAMES:
-            return (
-                f"package_name '{text}' would shadow the '{text}' module the service imports: "
-                f"choose another name, e.g. '{text}_service'."
-            )
-        return ""
+        return _package_error(text)
+    if question == "description":
+        return _free_text_error(question, text, MAX_DESCRIPTION)
+    if question == "author_name":
+        return _free_text_error(question, text, 100)
     if question == "author_email":
-        if EMAIL_RE.match(text):
+        if EMAIL_RE.match(text) and len(text) <= 100:
             return ""
-        return f"author_email '{text}' is not an email address: use the form name@example.com."
+        return f"author_email {text!r} is not an email address: use the form name@example.com."
     return ""
 
 
@@ -322,7 +582,7 @@ def answer_error(question: str, answers: Mapping[str, Any]) -> str:
 
 def combination_errors(answers: Mapping[str, Any]) -> list[str]:
     """Every rule a full set of answers breaks, in question order."""
-    questions = ["project_name", "project_slug", "package_name", "author_email", *CHOICES]
+    questions = [*TEXT_QUESTIONS, *CHOICES]
     return [
         error
         for question in questions

@@ -76,7 +76,7 @@ class ServicecraftExtension(Extension):
         folder = _extensions_folder(environment)
         options = _load(folder / "options.py")
         dependencies = _load(folder / "dependencies.py")
-        questions = ("project_name", "project_slug", "package_name", "author_email", *options.CHOICES)
+        questions = (*options.TEXT_QUESTIONS, *options.CHOICES)
 
         @pass_context
         def answer_error(context: Context, question: str, *value: Any) -> str:
@@ -115,4 +115,7 @@ class ServicecraftExtension(Extension):
         environment.filters.update(
             slugify=options.slugify,
             package_from_slug=options.package_from_slug,
+            py_str=options.py_str,
+            toml_str=options.toml_str,
+            docstring=options.docstring_text,
         )

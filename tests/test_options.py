@@ -140,6 +140,8 @@ def test_rules_module_needs_only_the_standard_library() -> None:
     assert imports <= {
         "__future__",
         "itertools",
+        "json",
+        "sys",
         "keyword",
         "re",
         "unicodedata",
