@@ -8,6 +8,7 @@ form one xdist group, so one worker renders it once and runs all its checks.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import tomllib
@@ -180,6 +181,27 @@ def test_own_test_suite_passes_against_the_chosen_services(project: Project) -> 
             run(pytest_cmd, project.path, service_env(combo, database))
     else:
         run(pytest_cmd, project.path, service_env(combo, None))
+
+
+#: The top-level modules and the distributions of the running environment, as JSON.
+INSTALLED = (
+    "import importlib.metadata as m, json; d = m.packages_distributions(); "
+    "print(json.dumps([sorted(d), sorted({name for names in d.values() for name in names})]))"
+)
+
+
+@pytest.mark.parametrize("combo", PARAMS)
+def test_no_name_the_service_installs_is_accepted_for_its_package_or_slug(project: Project) -> None:
+    """A package of such a name would shadow a module; a slug of such a name makes uv resolve the service into itself.
+
+    The rules keep the list (options.SERVICE_MODULES and SERVICE_DISTRIBUTIONS); a release of a
+    dependency that brings a new one in fails here, naming it.
+    """
+    modules, distributions = json.loads(run([str(project.bin / "python"), "-c", INSTALLED], project.path))
+    packages = [m for m in modules if m.isidentifier() and not m.startswith("_") and m != "orders_api"]
+    assert not [m for m in packages if not options.answer_error("package_name", {"package_name": m})]
+    slugs = {re.sub(r"[-_.]+", "-", d).lower() for d in distributions} - {"orders-api"}
+    assert not [d for d in sorted(slugs) if not options.answer_error("project_slug", {"project_slug": d})]
 
 
 DJANGO = [
