@@ -1,7 +1,7 @@
 """Time to first request: `copier copy --defaults`, `uv sync` (warm cache), `make run`, first 200.
 
 The development server is what the generated README's `make run` starts (``uv run`` plus the
-framework's ``dev_server``), moved from port 8000 to a free one; no environment variable
+framework's ``dev_server``), on a free port rather than 8000; no environment variable
 points it at a service, so it runs on SQLite and in-process stand-ins, as after a fresh copy.
 """
 
@@ -17,8 +17,8 @@ from bench.harness import Config, Server
 
 
 def dev_command(framework: str, port: int) -> list[str]:
-    command = harness.options.FRAMEWORKS[framework].dev_server.format(package=harness.PACKAGE)
-    return [harness.UV, "run", *(str(port) if part == "8000" else part for part in shlex.split(command))]
+    command = harness.options.FRAMEWORKS[framework].dev_server.format(package=harness.PACKAGE, port=port)
+    return [harness.UV, "run", *shlex.split(command)]
 
 
 def measure(config: Config) -> dict[str, Any]:

@@ -43,7 +43,8 @@ class Framework:
     app: str = "app:create_app"
     #: Whether ``app`` is a factory to call (``create_app``) rather than the application itself.
     factory: bool = True
-    #: The auto-reloading development server, ``{package}`` standing for the package name.
+    #: The auto-reloading development server, ``{package}`` standing for the package name and
+    #: ``{port}`` for the port (``make run PORT=8001``; 8000 unless given).
     dev_server: str = ""
 
     @property
@@ -80,7 +81,7 @@ FRAMEWORKS: dict[str, Framework] = {
             server="granian",
             app="wsgi:application",
             factory=False,
-            dev_server="python manage.py runserver 8000",
+            dev_server="python manage.py runserver {port}",
         ),
         Framework(
             "flask",
@@ -88,7 +89,7 @@ FRAMEWORKS: dict[str, Framework] = {
             "sync",
             implemented=True,
             server="granian",
-            dev_server="flask --app {package}.app:create_app run --debug --port 8000",
+            dev_server="flask --app {package}.app:create_app run --debug --port {port}",
         ),
         Framework(
             "fastapi",
@@ -98,7 +99,7 @@ FRAMEWORKS: dict[str, Framework] = {
             server="uvicorn",
             toolkit="starlette",
             app="main:create_app",
-            dev_server="uvicorn --factory {package}.main:create_app --reload --port 8000",
+            dev_server="uvicorn --factory {package}.main:create_app --reload --port {port}",
         ),
         Framework(
             "starlette",
@@ -107,7 +108,7 @@ FRAMEWORKS: dict[str, Framework] = {
             implemented=True,
             server="uvicorn",
             toolkit="starlette",
-            dev_server="uvicorn --factory {package}.app:create_app --reload --port 8000",
+            dev_server="uvicorn --factory {package}.app:create_app --reload --port {port}",
         ),
         Framework(
             "quart",
@@ -117,7 +118,7 @@ FRAMEWORKS: dict[str, Framework] = {
             # Not Hypercorn: with several workers, its parent ends them all as soon as the first
             # has stopped, cutting off requests in flight on SIGTERM (docs/frameworks/quart.md).
             server="uvicorn",
-            dev_server="quart --app {package}.app:create_app run --debug --reload --port 8000",
+            dev_server="quart --app {package}.app:create_app run --debug --reload --port {port}",
         ),
         Framework(
             "sanic",
@@ -125,7 +126,7 @@ FRAMEWORKS: dict[str, Framework] = {
             "async",
             implemented=True,
             server="sanic",
-            dev_server="sanic {package}.app:create_app --factory --dev --no-access-logs --port 8000",
+            dev_server="sanic {package}.app:create_app --factory --dev --no-access-logs --port {port}",
         ),
     )
 }

@@ -70,6 +70,10 @@ FILES: tuple[tuple[Path, Path], ...] = (
     ),
     (ASYNC / CACHE, SYNC_IO / CACHE),
     (TESTS / _when("stack == 'async'", "data_layer.py"), TESTS / _when("stack == 'sync'", "data_layer.py")),
+    (
+        TESTS / _when("stack == 'async' and database != 'none'", "run_database.py"),
+        TESTS / _when("stack == 'sync' and database != 'none'", "run_database.py"),
+    ),
     (MIGRATIONS / _when("stack == 'async'", "env.py"), MIGRATIONS / _when("stack == 'sync'", "env.py")),
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -172,13 +173,32 @@ def test_mypy_strict_is_clean(project: Project) -> None:
     run([str(project.bin / "mypy")], project.path)
 
 
+def psql(url: str, sql: str) -> str:
+    """One query's result, unaligned, through psql."""
+    psql_bin = shutil.which("psql")
+    if not psql_bin:
+        pytest.skip("psql is needed: `apt-get install postgresql-client`")
+    return run([psql_bin, url, "-v", "ON_ERROR_STOP=1", "-tAc", sql], Path.cwd()).strip()
+
+
 @pytest.mark.parametrize("combo", PARAMS)
 def test_own_test_suite_passes_against_the_chosen_services(project: Project) -> None:
+    """The service's tests pass, and on PostgreSQL leave the database DATABASE_URL names as they found it.
+
+    The team's table survives, no migration ran there, and the database the run made is gone.
+    """
     combo = project.combo
     pytest_cmd = [str(project.bin / "pytest"), "-q", "-p", "no:cacheprovider"]
     if combo["database"] == "postgresql":
         with Database(database_name(combo_id(combo)), require_service("postgres")) as database:
+            psql(database.url, "CREATE TABLE team_data (id integer); INSERT INTO team_data VALUES (1)")
             run(pytest_cmd, project.path, service_env(combo, database))
+            left = psql(
+                database.url,
+                "SELECT (SELECT count(*) FROM team_data), to_regclass('alembic_version') IS NULL,"
+                f" (SELECT count(*) FROM pg_database WHERE datname LIKE 'test\\_{database.name}\\_%')",
+            )
+            assert left == "1|t|0", "the tests touched the team's database, or left theirs behind"
     else:
         run(pytest_cmd, project.path, service_env(combo, None))
 
