@@ -5,7 +5,8 @@ needed: the template's working tree is committed and tagged as the current versi
 maintainer's change is committed and tagged as the next one. The next version renames the
 ``ci`` question to ``ci_provider`` (answers moved by a ``_migrations`` entry running
 ``extensions/migrate.py``), changes template files (a new Makefile target and its README
-line, a pytest setting, a new ``.editorconfig``) and changes ``extensions/`` alone: a
+line, a pytest setting, a new ``.editorconfig``, a line of the GitHub CI workflow, and
+``.pre-commit-config.yaml`` removed) and changes ``extensions/`` alone: a
 dependency pin and the production server command, which ``copier update`` renders right only
 if the new version's extension modules are loaded, not the old one's it rendered first.
 
@@ -18,7 +19,10 @@ and the service's own test suite must pass (SQLite, in-process cache, eager task
 
 The scheduled update jobs the service's CI gets are run here too, step by step, against a
 local "origin": they find the new version with ``copier check-update`` and push the update on
-a branch (``gh`` stands in for GitHub's API; GitLab's merge request is a push option).
+a branch (``gh`` stands in for GitHub's API; GitLab's merge request is a push option). They
+run with the pipeline's variables (``UV_LOCKED=1`` too) and must refresh the team's committed
+``uv.lock``, or say in the request that they could not; list the files the update deletes; and,
+on GitHub, refuse to push a workflow change with ``GITHUB_TOKEN``, naming the secret to set.
 
 One test does need this repository's history: Flask and Django services generated at the
 commit before the move from gunicorn to Granian update to this working tree and must get
@@ -45,6 +49,7 @@ import pytest
 import yaml
 from conftest import (
     BIN,
+    EXCLUDED_PYDANTIC,
     REPO,
     actionlint,
     assert_extensions_of,
@@ -85,6 +90,8 @@ ANSWERS = {
     "task_queue": "none",
     "ci": "gitlab",
 }
+#: The file the next version no longer has.
+REMOVED = ".pre-commit-config.yaml"
 CONFLICT_MARKER = re.compile(r"^(<<<<<<<|>>>>>>>)( |$)", re.MULTILINE)
 
 
@@ -160,6 +167,13 @@ def release_next_version(root: Path) -> None:
     (template / ".editorconfig").write_text(
         "root = true\n\n[*]\nend_of_line = lf\ninsert_final_newline = true\n\n[Makefile]\nindent_style = tab\n"
     )
+    # A workflow changes (GITHUB_TOKEN may not push that) and a file goes away.
+    edit(
+        next(template.glob("*.github*/workflows/ci.yml.jinja")),
+        "  pull_request:\n",
+        "  pull_request:\n  workflow_dispatch:\n",
+    )
+    (template / REMOVED).unlink()
 
 
 @pytest.fixture(scope="module")
@@ -436,6 +450,7 @@ def assert_next_version_arrived(service: Path) -> None:
     assert "make outdated" in (service / "README.md").read_text()
     assert "faulthandler_timeout = 60" in (service / "pyproject.toml").read_text()
     assert (service / ".editorconfig").is_file()
+    assert not (service / REMOVED).exists()
     assert_extensions_of(service, changed=True)
     answers = answers_of(service)
     assert answers["_commit"] == f"v{NEXT}"
@@ -482,6 +497,37 @@ def test_update_keeps_team_edits_migrates_answers_and_passes_its_tests(
 
     bin_dir = uv_sync(service, "3.13")
     run([str(bin_dir / "pytest"), "-q", "-p", "no:cacheprovider"], service, git_env())
+
+
+def test_an_answer_asked_only_with_celery_comes_back_as_its_default(template_repo: Path, tmp_path: Path) -> None:
+    """docs/updating.md's example, as copier does it: turning Celery off drops the `broker`
+    answer, and turning it on again with --defaults takes the default broker unless --data
+    names it too."""
+    service = generate(template_repo, tmp_path / "service", DEFAULT_FRAMEWORK, task_queue="celery", broker="rabbitmq")
+    assert answers_of(service)["broker"] == "rabbitmq"
+    copier(service, "update", "--trust", "--defaults", "--quiet", "--data", "task_queue=none")
+    assert "broker" not in answers_of(service)
+    assert not (service / "src" / PACKAGE / "worker.py").exists()
+    commit_all(service, "No Celery")
+
+    copier(service, "update", "--trust", "--defaults", "--quiet", "--data", "task_queue=celery")
+    assert answers_of(service)["broker"] == "redis"
+    git(service, "reset", "--quiet", "--hard")
+    git(service, "clean", "--quiet", "-d", "--force")
+
+    copier(
+        service,
+        "update",
+        "--trust",
+        "--defaults",
+        "--quiet",
+        "--data",
+        "task_queue=celery",
+        "--data",
+        "broker=rabbitmq",
+    )
+    assert answers_of(service)["broker"] == "rabbitmq"
+    assert "celery[redis]" not in (service / "pyproject.toml").read_text()
 
 
 # --- an update across a real change of this repository's history ----------------------------
@@ -588,21 +634,107 @@ def publish(service: Path, origin: Path) -> None:
     git(service, "push", "--quiet", "origin", "main")
 
 
-def test_github_template_update_workflow_opens_a_pull_request(
-    template_repo: Path, tmp_path: Path, job_env: dict[str, str]
-) -> None:
-    """The job, step by step; the team changed a line the new version changes too."""
-    source = generate(template_repo, tmp_path / "source", DEFAULT_FRAMEWORK, ci="github")
+#: What the team adds to the file the next version removes.
+TEAM_HOOK = "# The orders team's: ruff runs in `make check`, not here.\n"
+#: A pytest setting the team adds where the next version adds one: pyproject.toml conflicts.
+TEAM_PYTEST_SETTING = ("xfail_strict = true\n", 'xfail_strict = true\nconsole_output_style = "count"\n')
+#: Records the push options a push carries (GitLab reads its merge request from them).
+PUSH_OPTIONS_HOOK = """#!/usr/bin/env bash
+for ((i = 0; i < ${GIT_PUSH_OPTION_COUNT:-0}; i++)); do
+  name="GIT_PUSH_OPTION_$i"
+  printf '%s\\n' "${!name}"
+done > {OUTPUT}
+"""
+
+
+def team_service(template_repo: Path, tmp_path: Path, env: dict[str, str], ci: str, *, lock_conflict: bool) -> Path:
+    """A service as its team keeps it, on a local origin: uv.lock committed, a Makefile target
+    where the next version changes the line too, a comment in the file the next version removes
+    and, with ``lock_conflict``, a pytest setting where the next version adds one (so after the
+    update pyproject.toml has conflict markers, and `uv lock` cannot read it)."""
+    source = generate(template_repo, tmp_path / "source", DEFAULT_FRAMEWORK, ci=ci)
     edit(source / "Makefile", "typecheck check", "typecheck check deploy")
-    commit_all(source, "A deploy target")
-    publish(source, tmp_path / "origin.git")
-    checkout = tmp_path / "checkout"
-    git(tmp_path, "clone", "--quiet", str(tmp_path / "origin.git"), str(checkout))
+    (source / REMOVED).write_text((source / REMOVED).read_text() + TEAM_HOOK)
+    if lock_conflict:
+        edit(source / "pyproject.toml", *TEAM_PYTEST_SETTING)
+    run(["uv", "lock", "--quiet"], source, env)
+    commit_all(source, "A deploy target, a hook note, the lock")
+    origin = tmp_path / "origin.git"
+    publish(source, origin)
+    hook = origin / "hooks" / "post-receive"
+    hook.write_text(PUSH_OPTIONS_HOOK.replace("{OUTPUT}", shlex.quote(str(tmp_path / "push-options"))))
+    hook.chmod(0o755)
+    return origin
+
+
+def checkout_of(origin: Path, destination: Path, branch: str = "main") -> Path:
+    git(origin.parent, "clone", "--quiet", "--branch", branch, str(origin), str(destination))
+    return destination
+
+
+def job(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A job's script as the runner runs it: bash, stopping at the first failing command."""
+    return subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def assert_update_branch(origin: Path, destination: Path, ci: str, *, lock_conflict: bool) -> Path:
+    """The branch the job pushed: the next version, the team's overlap committed with its markers,
+    the removed file gone, and uv.lock refreshed for the new pyproject.toml or, when that has
+    conflict markers, left as the team had it."""
+    branch = f"template-update/v{NEXT}"
+    updated = checkout_of(origin, destination, branch)
+    assert answers_of(updated)["_commit"] == f"v{NEXT}"
+    assert answers_of(updated)["ci_provider"] == ci
+    assert (updated / ".editorconfig").is_file()
+    assert not (updated / REMOVED).exists()
+    assert TEAM_HOOK in git(updated, "show", f"origin/main:{REMOVED}")
+    check = json.loads(copier(updated, "check-update", "--output-format", "json"))
+    assert check == {"update_available": False, "current_version": NEXT, "latest_version": NEXT}
+    marked = [p.name for p in files_of(updated) if CONFLICT_MARKER.search(p.read_text(errors="replace"))]
+    assert marked == (["Makefile", "pyproject.toml"] if lock_conflict else ["Makefile"])
+    assert not [p for p in files_of(updated) if p.suffix == ".rej"]
+    # Nothing the job's tools wrote (uv's cache, the check's output) is committed.
+    assert not [p for p in git(updated, "ls-files").split() if p.startswith(".uv-cache") or p == "check.json"]
+    lock_changes = git(updated, "diff", "--stat", "origin/main", "HEAD", "--", "uv.lock")
+    if lock_conflict:
+        assert lock_changes == "", "uv.lock changed although pyproject.toml could not be read"
+    else:
+        assert lock_changes, "uv.lock was not refreshed"
+        assert EXCLUDED_PYDANTIC.lstrip(",") in (updated / "uv.lock").read_text()
+        run(["uv", "lock", "--locked"], updated, {**git_env(), "UV_PYTHON": python_for("3.13")})
+    return updated
+
+
+@pytest.mark.parametrize("lock_conflict", [False, True], ids=["lock-refreshed", "lock-conflict"])
+def test_github_template_update_workflow_opens_a_pull_request(
+    lock_conflict: bool, template_repo: Path, tmp_path: Path, job_env: dict[str, str]
+) -> None:
+    """The job, step by step, as the runner has it: UV_LOCKED=1 too, as a team may set it for
+    every workflow (ci.yml does). The next version changes a workflow, which GITHUB_TOKEN may
+    not push: without TEMPLATE_UPDATE_TOKEN the job stops, saying so, and pushes nothing."""
+    origin = team_service(template_repo, tmp_path, job_env, "github", lock_conflict=lock_conflict)
+    checkout = checkout_of(origin, tmp_path / "checkout")
 
     workflow = yaml.safe_load((checkout / ".github" / "workflows" / "template-update.yml").read_text())
     assert "schedule" in workflow[True], "the workflow is not scheduled"  # YAML 1.1 reads `on` as True
-    steps = [step for step in workflow["jobs"]["update"]["steps"] if "run" in step]
-    env = {**job_env, **workflow["env"], "RUNNER_TEMP": str(tmp_path), "GITHUB_OUTPUT": str(tmp_path / "output")}
+    job_spec = workflow["jobs"]["update"]
+    assert "secrets.TEMPLATE_UPDATE_TOKEN" in job_spec["steps"][0]["with"]["token"]
+    steps = [step for step in job_spec["steps"] if "run" in step]
+    env = {
+        **job_env,
+        **workflow["env"],
+        "UV_LOCKED": "1",
+        "RUNNER_TEMP": str(tmp_path),
+        "GITHUB_OUTPUT": str(tmp_path / "output"),
+    }
     (tmp_path / "output").write_text("")
     check, update = steps
     assert "copier check-update" in check["run"]
@@ -610,64 +742,94 @@ def test_github_template_update_workflow_opens_a_pull_request(
     outputs = dict(line.split("=", 1) for line in (tmp_path / "output").read_text().splitlines())
     assert outputs == {"available": "true", "version": NEXT}
     assert update["if"] == "steps.check.outputs.available == 'true'"
-    run(["bash", "-e", "-c", update["run"]], checkout, {**env, "VERSION": outputs["version"], "GH_TOKEN": "token"})
+    assert set(update["env"]) == {"GH_TOKEN", "OWN_TOKEN", "VERSION"}
+    assert update["env"]["OWN_TOKEN"] == "${{ secrets.TEMPLATE_UPDATE_TOKEN != '' }}"
+    env.update(VERSION=outputs["version"], GH_TOKEN="token")
 
+    # With GITHUB_TOKEN only: the update changes .github/workflows/ci.yml, so the job stops there.
+    refused = job(update["run"], checkout, {**env, "OWN_TOKEN": "false"})
+    assert refused.returncode != 0
+    assert "::error::This update changes .github/workflows/ci.yml" in refused.stdout
+    assert "TEMPLATE_UPDATE_TOKEN" in refused.stdout and "Workflows permission" in refused.stdout
+    assert not git(origin, "branch", "--list", "template-update/*").strip()
+    assert not (tmp_path / "gh-args").exists()
+
+    # With the team's token: pushed, and a pull request that says what the team must look at.
+    checkout = checkout_of(origin, tmp_path / "checkout-with-token")
+    result = job(update["run"], checkout, {**env, "OWN_TOKEN": "true"})
+    assert result.returncode == 0, result.stdout + result.stderr
     branch = f"template-update/v{NEXT}"
-    assert git(tmp_path / "origin.git", "branch", "--list", branch).strip()
-    updated = tmp_path / "updated"
-    git(tmp_path, "clone", "--quiet", "--branch", branch, str(tmp_path / "origin.git"), str(updated))
-    assert answers_of(updated)["_commit"] == f"v{NEXT}"
-    assert answers_of(updated)["ci_provider"] == "github"
-    assert (updated / ".editorconfig").is_file() and (updated / "uv.lock").is_file()
-    check = json.loads(copier(updated, "check-update", "--output-format", "json"))
-    assert check == {"update_available": False, "current_version": NEXT, "latest_version": NEXT}
+    assert_update_branch(origin, tmp_path / "updated", "github", lock_conflict=lock_conflict)
     gh = (tmp_path / "gh-args").read_text().splitlines()
-    assert gh[:4] == ["pr", "create", "--head", branch]
+    assert gh[:6] == ["pr", "create", "--base", "main", "--head", branch]
     assert f"Update to servicecraft {NEXT}" in gh
-    # The overlap is committed with its markers, in that file only, and the pull request names it.
-    makefile = (updated / "Makefile").read_text()
-    assert "<<<<<<< before updating" in makefile and ">>>>>>> after updating" in makefile
-    marked = [p.name for p in files_of(updated) if CONFLICT_MARKER.search(p.read_text(errors="replace"))]
-    assert marked == ["Makefile"]
-    assert not [p for p in files_of(updated) if p.suffix == ".rej"]
     body = (tmp_path / "body.md").read_text()
     assert "resolve the conflict markers" in body and "- `Makefile`" in body
+    assert "no longer has these files" in body and f"- `{REMOVED}`" in body and "git show origin/main:PATH" in body
+    assert "GITHUB_TOKEN" not in body
+    if lock_conflict:
+        assert "- `pyproject.toml`" in body
+        assert "**uv.lock could not be refreshed**" in body and "```" in body
+        assert "::warning::uv lock failed" in result.stdout
+    else:
+        assert "uv.lock" not in body
 
     # The next scheduled run finds the branch and leaves it alone.
     (tmp_path / "gh-args").unlink()
-    run(["bash", "-e", "-c", update["run"]], checkout, {**env, "VERSION": NEXT, "GH_TOKEN": "token"})
+    run(["bash", "-e", "-c", update["run"]], checkout, {**env, "OWN_TOKEN": "true"})
     assert not (tmp_path / "gh-args").exists()
 
 
+@pytest.mark.parametrize("lock_conflict", [False, True], ids=["lock-refreshed", "lock-conflict"])
 def test_gitlab_template_update_job_pushes_a_branch_with_a_merge_request(
-    template_repo: Path, tmp_path: Path, job_env: dict[str, str]
+    lock_conflict: bool, template_repo: Path, tmp_path: Path, job_env: dict[str, str]
 ) -> None:
-    source = generate(template_repo, tmp_path / "source", DEFAULT_FRAMEWORK, ci="gitlab")
-    publish(source, tmp_path / "origin.git")
-    checkout = tmp_path / "checkout"
-    git(tmp_path, "clone", "--quiet", str(tmp_path / "origin.git"), str(checkout))
+    """The job's script as GitLab runs it, with the pipeline's variables (UV_LOCKED=1, uv's cache
+    in the checkout) and the job's; the merge request is what the push options ask for."""
+    origin = team_service(template_repo, tmp_path, job_env, "gitlab", lock_conflict=lock_conflict)
+    checkout = checkout_of(origin, tmp_path / "checkout")
 
-    job = yaml.safe_load((checkout / ".gitlab-ci.yml").read_text())["template-update"]
-    assert job["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule" && $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH'}]
-    variables = {k: v for k, v in job["variables"].items() if k != "UPDATE_REMOTE"}
+    pipeline = yaml.safe_load((checkout / ".gitlab-ci.yml").read_text())
+    spec = pipeline["template-update"]
+    assert spec["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule" && $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH'}]
+    assert pipeline["variables"]["UV_LOCKED"] == "1"
+    variables = {k: v for k, v in spec["variables"].items() if k != "UPDATE_REMOTE"}
     # GitLab would expand UPDATE_REMOTE from its own variables; here, the local origin.
     env = {
         **job_env,
+        **pipeline["variables"],
         **variables,
-        "UPDATE_REMOTE": str(tmp_path / "origin.git"),
-        "TEMPLATE_UPDATE_TOKEN": "token",
+        "UPDATE_REMOTE": str(origin),
         "CI_DEFAULT_BRANCH": "main",
+        "CI_COMMIT_BRANCH": "main",
     }
-    script = "\n".join(job["script"])
-    run(["bash", "-eo", "pipefail", "-c", script], checkout, env)
+    script = "\n".join(spec["script"])
 
-    branch = f"template-update/v{NEXT}"
-    assert git(tmp_path / "origin.git", "branch", "--list", branch).strip()
-    updated = tmp_path / "updated"
-    git(tmp_path, "clone", "--quiet", "--branch", branch, str(tmp_path / "origin.git"), str(updated))
-    assert answers_of(updated)["ci_provider"] == "gitlab"
-    assert (updated / ".editorconfig").is_file()
-    assert "-o merge_request.create" in script and '-o merge_request.target="$CI_DEFAULT_BRANCH"' in script
+    # Without the project access token the job stops at once, naming it.
+    refused = job(script, checkout, env)
+    assert refused.returncode != 0 and "Set TEMPLATE_UPDATE_TOKEN" in refused.stdout
+
+    result = job(script, checkout, {**env, "TEMPLATE_UPDATE_TOKEN": "token"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_update_branch(origin, tmp_path / "updated", "gitlab", lock_conflict=lock_conflict)
+    options = (tmp_path / "push-options").read_text().splitlines()
+    assert options[:4] == [
+        "merge_request.create",
+        "merge_request.target=main",
+        "merge_request.remove_source_branch",
+        f"merge_request.title=Update to servicecraft {NEXT}",
+    ]
+    description = options[4].removeprefix("merge_request.description=")
+    assert description != options[4] and len(options) == 5
+    conflicts = "Makefile pyproject.toml" if lock_conflict else "Makefile"
+    assert f"Resolve the conflict markers in {conflicts} and push" in description
+    assert f"no longer has {REMOVED}, so the update deletes them" in description
+    assert "(git show origin/main:PATH shows your version)" in description
+    if lock_conflict:
+        assert "uv.lock could not be refreshed" in description
+        assert "uv lock failed: uv.lock is not refreshed." in result.stdout
+    else:
+        assert "uv.lock" not in description
 
 
 @pytest.mark.parametrize("ci", ["github", "gitlab"])
