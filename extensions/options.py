@@ -489,7 +489,8 @@ def _cleaned(question: str, text: str, limit: int) -> str:
     """``text`` on one plain line, within ``limit``: the suggestion a refusal makes."""
     words = " ".join(_UNPRINTABLE.sub(" ", text).replace("\\", "/").split())
     while words and len(py_str(words)) - 2 > limit:
-        words = words.rsplit(" ", 1)[0] if " " in words else words[:limit]
+        # Shorter every time: the last word goes, or the last character of the only word.
+        words = words.rsplit(" ", 1)[0] if " " in words else words[:-1]
     return words or EXAMPLES[question]
 
 
