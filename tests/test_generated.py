@@ -26,6 +26,7 @@ from conftest import (
     require_service,
     run,
     service_env,
+    unavailable,
     uv_env,
     uv_sync,
 )
@@ -177,7 +178,7 @@ def psql(url: str, sql: str) -> str:
     """One query's result, unaligned, through psql."""
     psql_bin = shutil.which("psql")
     if not psql_bin:
-        pytest.skip("psql is needed: `apt-get install postgresql-client`")
+        unavailable("psql is needed: `apt-get install postgresql-client`")
     return run([psql_bin, url, "-v", "ON_ERROR_STOP=1", "-tAc", sql], Path.cwd()).strip()
 
 
