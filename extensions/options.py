@@ -408,11 +408,6 @@ def docstring_text(text: str) -> str:
     return _escaped(text)
 
 
-def broker_applies(answers: Mapping[str, Any]) -> bool:
-    """The broker question is asked only when a task queue is chosen."""
-    return answers.get("task_queue") == "celery"
-
-
 def facts(answers: Mapping[str, Any]) -> dict[str, Any]:
     """What several files need to know about a set of answers, worked out in this one place.
 
@@ -444,13 +439,39 @@ def facts(answers: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The questions copier asks only after a given answer to an earlier one (copier.yml's ``when``).
+ASKED_WITH: dict[str, tuple[str, str]] = {
+    "django_api": ("framework", "django"),
+    "broker": ("task_queue", "celery"),
+}
+
+
 def applies(question: str, answers: Mapping[str, Any]) -> bool:
     """Whether copier asks ``question`` given the other answers (copier.yml's ``when``)."""
-    if question == "broker":
-        return broker_applies(answers)
-    if question == "django_api":
-        return answers.get("framework") == "django"
-    return True
+    if question not in ASKED_WITH:
+        return True
+    earlier, needed = ASKED_WITH[question]
+    return answers.get(earlier) == needed
+
+
+#: The yes/no questions, and the spellings copier reads as yes or no (copier's own
+#: cast_to_bool turns any other text into yes, so "maybe" would silently mean true).
+YES_NO_QUESTIONS: tuple[str, ...] = ("docker",)
+_YES = frozenset({"y", "yes", "t", "true", "on", "1"})
+_NO = frozenset({"n", "no", "f", "false", "off", "0"})
+
+
+def parse_yes_no(value: Any) -> bool | None:
+    """``value`` as a yes/no answer, or None when it is neither."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _YES or word in _NO:
+            return word in _YES
+    return None
 
 
 #: The questions answered in free text, in the order copier asks them.
@@ -564,6 +585,19 @@ def answer_error(question: str, answers: Mapping[str, Any]) -> str:
     text_error = _text_error(question, value)
     if text_error:
         return text_error
+
+    if not applies(question, answers):
+        # Copier validates an answer given with --data even when it does not ask the question.
+        earlier, needed = ASKED_WITH[question]
+        return (
+            f"{question} {value!r} does nothing with {earlier} {answers.get(earlier)!r}: leave {question} "
+            f"out of the answers, or choose {earlier} {needed!r}."
+        )
+
+    if question in YES_NO_QUESTIONS:
+        if parse_yes_no(value) is None:
+            return f"{question} {value!r} is not a yes or no: answer {question}=true or {question}=false."
+        return ""
 
     if question in CHOICES and value not in CHOICES[question]:
         allowed = ", ".join(str(v) for v in CHOICES[question])

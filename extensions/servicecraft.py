@@ -88,6 +88,11 @@ class ServicecraftExtension(Extension):
             answers = {key: context.get(key) for key in questions}
             if value:
                 answers[question] = value[0]
+            elif question in options.YES_NO_QUESTIONS:
+                # Copier has already cast the answer to a bool; the text given with --data
+                # says whether it was a yes or no at all.
+                given = context.get("_copier_conf", {}).get("data", {})
+                answers[question] = given.get(question, answers[question])
             return options.answer_error(question, answers)
 
         @pass_context

@@ -74,6 +74,31 @@ def test_django_api_is_asked_for_django_only() -> None:
     assert all("django_api" not in c for c in options.runtime_combinations(framework="flask"))
 
 
+@pytest.mark.parametrize("question", sorted(options.ASKED_WITH))
+def test_questions_asked_after_an_answer_follow_it_in_copier_yml_and_refuse_stray_answers(question: str) -> None:
+    earlier, needed = options.ASKED_WITH[question]
+    assert COPIER[question]["when"] == f"{{{{ {earlier} == '{needed}' }}}}"
+    other = next(choice for choice in options.CHOICES[earlier] if choice != needed)
+    value = options.CHOICES[question][-1]
+    error = options.answer_error(question, {earlier: other, question: value})
+    assert error == (
+        f"{question} {value!r} does nothing with {earlier} {other!r}: leave {question} out of the answers, "
+        f"or choose {earlier} {needed!r}."
+    )
+    assert options.answer_error(question, {earlier: needed, question: value}) == ""
+
+
+@pytest.mark.parametrize("given", [True, False, "yes", "No", " on ", "off", "y", "n", "true", "FALSE", "1", "0", 1, 0])
+def test_yes_no_questions_take_the_spellings_copier_reads(given: object) -> None:
+    assert options.answer_error("docker", {"docker": given}) == ""
+
+
+@pytest.mark.parametrize("given", ["maybe", "", "2", "sure", "none", None, 2, "yes please"])
+def test_yes_no_questions_refuse_anything_copier_would_read_as_yes_silently(given: object) -> None:
+    error = options.answer_error("docker", {"docker": given})
+    assert error == f"docker {given!r} is not a yes or no: answer docker=true or docker=false."
+
+
 def test_django_needs_a_database() -> None:
     error = options.answer_error("database", {"framework": "django", "database": "none"})
     assert "framework 'django' needs a database" in error

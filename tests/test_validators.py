@@ -40,6 +40,10 @@ BAD_ANSWERS = [
     ({"database": "none", "cache": "none"}, "nowhere to keep its data: choose cache 'redis'"),
     ({"framework": "django", "django_api": "graphene"}, "'graphene' is not in"),
     ({"framework": "django", "database": "none"}, "needs a database: its admin, users and sessions live there"),
+    ({"docker": "maybe"}, "docker 'maybe' is not a yes or no: answer docker=true or docker=false"),
+    ({"docker": ""}, "docker '' is not a yes or no"),
+    ({"task_queue": "none", "broker": "rabbitmq"}, "broker 'rabbitmq' does nothing with task_queue 'none'"),
+    ({"framework": "flask", "django_api": "drf"}, "django_api 'drf' does nothing with framework 'flask'"),
 ]
 
 
