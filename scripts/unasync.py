@@ -109,6 +109,7 @@ RULES: tuple[Rule, ...] = (
     Rule(r"\baclose\b", "close"),
     # SQLAlchemy.
     Rule(r"\bcreate_async_engine\b", "create_sqlalchemy_engine"),
+    Rule(r"\b(\w+)\.sync_engine\b", r"\1"),
     Rule(r"\bAsyncEngine\b", "Engine"),
     Rule(r"\bAsyncSession\b", "Session"),
     Rule(r"\basync_sessionmaker\b", "sessionmaker"),
