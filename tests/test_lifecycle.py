@@ -647,16 +647,30 @@ done > {OUTPUT}
 """
 
 
-def team_service(template_repo: Path, tmp_path: Path, env: dict[str, str], ci: str, *, lock_conflict: bool) -> Path:
+def team_service(
+    template_repo: Path,
+    tmp_path: Path,
+    env: dict[str, str],
+    ci: str,
+    *,
+    lock_conflict: bool,
+    has_workflow: bool = False,
+) -> Path:
     """A service as its team keeps it, on a local origin: uv.lock committed, a Makefile target
     where the next version changes the line too, a comment in the file the next version removes
     and, with ``lock_conflict``, a pytest setting where the next version adds one (so after the
-    update pyproject.toml has conflict markers, and `uv lock` cannot read it)."""
+    update pyproject.toml has conflict markers, and `uv lock` cannot read it). With
+    ``has_workflow``, the team has already made the next version's change to its CI workflow,
+    so the update changes nothing under .github/workflows/."""
     source = generate(template_repo, tmp_path / "source", DEFAULT_FRAMEWORK, ci=ci)
     edit(source / "Makefile", "typecheck check", "typecheck check deploy")
     (source / REMOVED).write_text((source / REMOVED).read_text() + TEAM_HOOK)
     if lock_conflict:
         edit(source / "pyproject.toml", *TEAM_PYTEST_SETTING)
+    if has_workflow:
+        edit(
+            source / ".github" / "workflows" / "ci.yml", "  pull_request:\n", "  pull_request:\n  workflow_dispatch:\n"
+        )
     run(["uv", "lock", "--quiet"], source, env)
     commit_all(source, "A deploy target, a hook note, the lock")
     origin = tmp_path / "origin.git"
@@ -778,6 +792,36 @@ def test_github_template_update_workflow_opens_a_pull_request(
     (tmp_path / "gh-args").unlink()
     run(["bash", "-e", "-c", update["run"]], checkout, {**env, "OWN_TOKEN": "true"})
     assert not (tmp_path / "gh-args").exists()
+
+
+def test_github_template_update_with_only_github_token_pushes_when_no_workflow_changes(
+    template_repo: Path, tmp_path: Path, job_env: dict[str, str]
+) -> None:
+    """Without TEMPLATE_UPDATE_TOKEN, an update that leaves .github/workflows/ alone is pushed with
+    GITHUB_TOKEN, and its pull request says that CI will not run on it and how to change that."""
+    origin = team_service(template_repo, tmp_path, job_env, "github", lock_conflict=False, has_workflow=True)
+    checkout = checkout_of(origin, tmp_path / "checkout")
+    workflow = yaml.safe_load((checkout / ".github" / "workflows" / "template-update.yml").read_text())
+    update = [step for step in workflow["jobs"]["update"]["steps"] if "run" in step][-1]
+    env = {
+        **job_env,
+        **workflow["env"],
+        "UV_LOCKED": "1",
+        "RUNNER_TEMP": str(tmp_path),
+        "VERSION": NEXT,
+        "GH_TOKEN": "token",
+        "OWN_TOKEN": "false",
+    }
+    result = job(update["run"], checkout, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "::error::" not in result.stdout
+    updated = checkout_of(origin, tmp_path / "updated", f"template-update/v{NEXT}")
+    assert not git(updated, "diff", "--name-only", "origin/main", "HEAD", "--", ".github/workflows").strip()
+    assert answers_of(updated)["_commit"] == f"v{NEXT}"
+    assert (tmp_path / "gh-args").read_text().splitlines()[:2] == ["pr", "create"]
+    body = (tmp_path / "body.md").read_text()
+    assert "Opened with GITHUB_TOKEN, so CI does not run on it" in body
+    assert "TEMPLATE_UPDATE_TOKEN" in body
 
 
 @pytest.mark.parametrize("lock_conflict", [False, True], ids=["lock-refreshed", "lock-conflict"])
