@@ -517,8 +517,8 @@ class Image:
                         assert match.is_file(), f"COPY of a directory ({source}) is not emulated"
                         shutil.copy2(match, self.app / match.name)
             elif instruction == "RUN":
-                words = [word for word in shlex.split(args) if not word.startswith("--mount=")]
-                run(["sh", "-c", shlex.join(words)], self.app, env)
+                # Docker runs the shell form with `/bin/sh -c`: so does this, its mounts dropped.
+                run(["sh", "-c", re.sub(r"--mount=\S+\s+", "", args)], self.app, env)
         self.env = uv_env()
         for instruction, args in runtime:
             if instruction == "ENV":
