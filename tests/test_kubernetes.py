@@ -34,6 +34,8 @@ import pytest
 import yaml
 from conftest import (
     REPO,
+    actionlint,
+    check_jsonschema,
     database_name,
     options,
     render,
@@ -439,7 +441,11 @@ def test_staging_and_production_differ_in_namespace_host_and_size(manifests: Man
 
 @pytest.mark.parametrize("combo", [case for case in CASES if COMBOS[str(case.values[0])]["ci"] == "github"])
 def test_github_ci_renders_every_overlay_and_fails_on_a_broken_one(manifests: Manifests, tmp_path: Path) -> None:
-    workflow = yaml.safe_load((manifests.path / ".github" / "workflows" / "ci.yml").read_text())
+    path = manifests.path / ".github" / "workflows" / "ci.yml"
+    assert check_jsonschema("vendor.github-workflows", path).returncode == 0
+    if (findings := actionlint([path])) is not None:
+        assert findings == ""
+    workflow = yaml.safe_load(path.read_text())
     (step,) = [s["run"] for s in workflow["jobs"]["docker"]["steps"] if "kubectl kustomize" in s.get("run", "")]
     kubectl()
     # As GitHub runs a step: bash with errexit and pipefail.
