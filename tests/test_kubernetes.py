@@ -664,11 +664,10 @@ def test_service_runs_on_a_read_only_root_filesystem_within_its_resources(framew
             for name, process in reversed(processes.items()):
                 grace = manifests.workloads(overlay)[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
                 stop(process, logs[name], name, grace)
-            subprocess.run(
-                ["redis-cli", "-u", values["CELERY_BROKER_URL"], "DEL", queue, f"_kombu.binding.{queue}"],
-                capture_output=True,
-                check=False,
-            )
+            # The run's queue and its binding, with the service's own Redis client.
+            forget = "import sys, redis; redis.Redis.from_url(sys.argv[1]).delete(*sys.argv[2:])"
+            python = str(image.app / ".venv" / "bin" / "python")
+            run([python, "-c", forget, values["CELERY_BROKER_URL"], queue, f"_kombu.binding.{queue}"], image.app)
     for name, rss in usage.items():
         memory = manifests.container(overlay, name)["resources"]
         # The figure behind the sizes in docs/deploying.md.
