@@ -273,6 +273,21 @@ def test_overlays_hold_exactly_the_chosen_workloads(manifests: Manifests) -> Non
         assert "Secret" not in kinds
 
 
+def test_the_longest_slug_makes_valid_names_labels_and_namespaces(tmp_path: Path) -> None:
+    """Kubernetes' own rules, which the schemas leave out: DNS labels of at most 63 characters."""
+    slug = "a" * (options.MAX_NAME - 6) + "-" + "b" * 5
+    answers = {"docker": True, **COMBOS["django-full"], "project_slug": slug, "package_name": "orders_api"}
+    manifests = Manifests(render(tmp_path / "service", answers), answers)
+    label = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+    for overlay in OVERLAYS:
+        for doc in manifests.overlays[overlay]:
+            metadata = doc["metadata"]
+            values = [metadata["namespace"], *metadata.get("labels", {}).values()]
+            if doc["kind"] in {"Service", "Job"}:
+                values.append(metadata["name"])  # a DNS label, and the label job-name of its pods
+            assert all(label.fullmatch(value) for value in values), (doc["kind"], values)
+
+
 # --- the commands and the environment -------------------------------------------------------
 
 
