@@ -436,6 +436,20 @@ def facts(answers: Mapping[str, Any]) -> dict[str, Any]:
         "redis_server": redis_server,
         "rabbitmq_server": broker == "rabbitmq",
         "backing_services": [name for name, used in services.items() if used],
+        # The settings that point the service at its backing services: secrets, as they may hold
+        # passwords (the Kubernetes manifests reference them, never their values).
+        "service_urls": [
+            name
+            for name, used in (
+                ("DATABASE_URL", answers.get("database") == "postgresql"),
+                ("REDIS_URL", answers.get("cache") == "redis"),
+                ("CELERY_BROKER_URL", broker is not None),
+            )
+            if used
+        ],
+        # Kubernetes manifests go with the image, for a database server or none: a SQLite file
+        # belongs to one pod on one node, where the manifests run replicas across nodes.
+        "kubernetes": bool(answers.get("docker")) and answers.get("database") != "sqlite",
     }
 
 

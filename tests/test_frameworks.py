@@ -120,6 +120,12 @@ def test_facts_follow_the_answers(combo: dict[str, Any]) -> None:
         ("rabbitmq", facts["rabbitmq_server"]),
     ]
     assert facts["backing_services"] == [name for name, used in expected if used]
+    urls = {"DATABASE_URL": combo["database"] == "postgresql", "REDIS_URL": combo["cache"] == "redis"}
+    urls["CELERY_BROKER_URL"] = combo["task_queue"] == "celery"
+    assert facts["service_urls"] == [name for name, used in urls.items() if used]
+    for docker in (True, False):
+        kubernetes = options.facts({**combo, "docker": docker})["kubernetes"]
+        assert kubernetes == (docker and combo["database"] != "sqlite")
 
 
 def test_no_folder_or_file_name_tests_a_list_of_frameworks() -> None:

@@ -141,6 +141,8 @@ def test_only_chosen_options_leave_files(project: Project) -> None:
     assert ("src/orders_api/worker.py" in names) == (combo["task_queue"] == "celery")
     assert ("src/orders_api/cache.py" in names) == (combo["cache"] == "redis" and combo["database"] != "none")
     assert ("Dockerfile" in names) == combo["docker"]
+    # Kubernetes manifests go with the image, except for SQLite, whose file one pod owns.
+    assert ("k8s/base/kustomization.yaml" in names) == (combo["docker"] and combo["database"] != "sqlite")
     assert (".github/workflows/ci.yml" in names) == (combo["ci"] == "github")
     assert (".gitlab-ci.yml" in names) == (combo["ci"] == "gitlab")
     assert not [n for n in names if "_clients" in n]
