@@ -69,6 +69,9 @@ PINS: dict[str, str] = {
     "django-stubs": ">=6.0,<6.2",
     "django-stubs-ext": ">=6.0,<6.2",
     "djangorestframework-stubs": ">=3.16,<4",
+    # load test (its own dependency group: gevent and all, never in the image or the dev setup);
+    # 2.44: the first whose wait-time functions are typed (mypy --strict over the locustfile).
+    "locust": ">=2.44,<3",
 }
 
 #: Container images and CI tools the generated files name: compose and both CI files run the
@@ -153,3 +156,11 @@ def requirements(answers: Mapping[str, Any], stack: str) -> list[str]:
 
 def dev_requirements(answers: Mapping[str, Any]) -> list[str]:
     return sorted(f"{name}{PINS[name]}" for name in _dev_names(answers))
+
+
+#: The load test's dependency group (``make loadtest``), the same for every service.
+LOAD_PACKAGES: tuple[str, ...] = ("locust",)
+
+
+def load_requirements() -> list[str]:
+    return sorted(f"{name}{PINS[name]}" for name in LOAD_PACKAGES)

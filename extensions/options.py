@@ -152,9 +152,10 @@ RUNTIME_OPTIONS: tuple[str, ...] = ("framework", "django_api", "database", "cach
 STATIC_OPTIONS: tuple[str, ...] = ("license", "python_version", "docker", "ci")
 
 #: Top-level modules that a generated service, its tests or its tools import, for every option:
-#: the dependencies in dependencies.py and what they bring in (measured from the services'
-#: environments; tests/test_naming.py checks the list against them), and the service's own
-#: top-level names. A package of one of these names would shadow it, or be shadowed.
+#: the dependencies in dependencies.py and what they bring in, the load test's Locust included
+#: (measured from the services' environments; tests/test_generated.py checks the list against
+#: them), and the service's own top-level names. A package of one of these names would shadow
+#: it, or be shadowed.
 SERVICE_MODULES: frozenset[str] = frozenset(
     [
         "aiofiles",
@@ -172,14 +173,19 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "asyncpg",
         "attr",
         "attrs",
+        "bidict",
         "billiard",
         "blinker",
+        "brotli",
         "celery",
+        "certifi",
         "cfgv",
+        "charset_normalizer",
         "click",
         "click_didyoumean",
         "click_plugins",
         "click_repl",
+        "configargparse",
         "conftest",
         "data_layer",
         "dateutil",
@@ -192,14 +198,19 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "drf_spectacular",
         "drf_spectacular_sidecar",
         "email_validator",
+        "engineio",
         "execnet",
         "fastapi",
         "fastapi_offline",
         "filelock",
         "flask",
+        "flask_cors",
         "flask_httpauth",
+        "flask_login",
         "flask_marshmallow",
         "flask_swagger_ui",
+        "gevent",
+        "geventhttpclient",
         "granian",
         "greenlet",
         "h11",
@@ -226,11 +237,13 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "kombu",
         "lazy_object_proxy",
         "librt",
+        "locust",
         "mako",
         "manage",
         "markupsafe",
         "marshmallow",
         "migrations",
+        "msgpack",
         "multidict",
         "mypy",
         "mypy_django_plugin",
@@ -252,6 +265,7 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "pre_commit",
         "priority",
         "prompt_toolkit",
+        "psutil",
         "psycopg",
         "psycopg_binary",
         "psycopg_pool",
@@ -262,11 +276,13 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "pygments",
         "pytest",
         "pytest_django",
+        "pytest_locust",
         "python_discovery",
         "quart",
         "quart_schema",
         "redis",
         "referencing",
+        "requests",
         "rest_framework",
         "rfc3339_validator",
         "rpds",
@@ -276,7 +292,9 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "sanic_routing",
         "settings",
         "setuptools",
+        "simple_websocket",
         "six",
+        "socketio",
         "spectree",
         "sqlalchemy",
         "sqlparse",
@@ -291,6 +309,7 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "tzlocal",
         "ujson",
         "uritemplate",
+        "urllib3",
         "uvicorn",
         "uvloop",
         "vine",
@@ -298,12 +317,15 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "watchfiles",
         "wcwidth",
         "webargs",
+        "websocket",
         "websockets",
         "werkzeug",
         "whitenoise",
         "wsproto",
         "xdist",
         "yaml",
+        "zmq",
+        "zope",
     ]
 )
 
@@ -315,18 +337,28 @@ SERVICE_DISTRIBUTIONS: frozenset[str] = frozenset(
 ) | frozenset(
     [
         "celery-types",
+        "charset-normalizer",
         "django-ninja",
         "django-stubs",
         "djangorestframework",
         "djangorestframework-stubs",
         "dnspython",
+        "flask-cors",
+        "flask-login",
         "opentelemetry-api",
         "pytest-xdist",
         "python-dateutil",
         "python-dotenv",
+        "python-engineio",
+        "python-socketio",
         "pyyaml",
+        "pyzmq",
         "rpds-py",
+        "simple-websocket",
         "types-pyyaml",
+        "websocket-client",
+        "zope-event",
+        "zope-interface",
     ]
 )
 

@@ -113,6 +113,7 @@ class ServicecraftExtension(Extension):
             fact=fact,
             requirements=requirements,
             dev_requirements=dev_requirements,
+            load_requirements=dependencies.load_requirements,
             frameworks=options.FRAMEWORKS,
             images=dependencies.IMAGES,
             new_secret=lambda: secrets.token_urlsafe(48),

@@ -1,0 +1,131 @@
+"""The load test every service ships, run as its README says against the production server.
+
+Per framework (Django with each API layer), on PostgreSQL, Redis and Celery with a Redis
+broker: the service is rendered and installed with `uv sync` (which leaves Locust out), its
+migrations applied, its production command started with ENVIRONMENT=production on a free
+loopback port, and `make loadtest` run headless for a few seconds with a few users. Locust
+must exit 0 with every route it used in its CSV statistics, grouped by route and not by id,
+no failure, and its reports ignored by git; the server must then stop cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import csv
+import secrets
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import UV, database_name, python_for, render, require_service, run, uv_env
+
+from bench.harness import Database, Server, free_port, migrate, on_loopback, production_command, production_env
+
+ITEMS = "/api/v1/items"
+ITEM = "/api/v1/items/{item_id}"
+#: What a few seconds of the mix always reach: the creates of on_start, reads by id, lists.
+ALWAYS_USED = {("POST", ITEMS), ("GET", ITEM), ("GET", ITEMS)}
+ROUTES = (ITEMS, ITEM)
+ANSWERS = {"database": "postgresql", "cache": "redis", "task_queue": "celery", "broker": "redis", "ci": "none"}
+#: Each framework, and Django with each API layer: (id, answers).
+SERVICES = [
+    ("fastapi", {"framework": "fastapi"}),
+    ("flask", {"framework": "flask"}),
+    ("starlette", {"framework": "starlette"}),
+    ("quart", {"framework": "quart"}),
+    ("sanic", {"framework": "sanic"}),
+    ("django-ninja", {"framework": "django", "django_api": "ninja"}),
+    ("django-drf", {"framework": "django", "django_api": "drf"}),
+]
+CASES = [
+    pytest.param(name, answers, id=name, marks=pytest.mark.xdist_group(f"load-{name}")) for name, answers in SERVICES
+]
+#: Deletes the keys matching each pattern (argument pairs: Redis URL, pattern), with the service's redis client.
+PURGE = """import sys, redis
+for url, pattern in zip(sys.argv[1::2], sys.argv[2::2]):
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(match=pattern):
+        client.delete(key)
+"""
+
+
+def stop_as_docker_does(server: Server) -> int | None:
+    """SIGTERM to the main process alone, as `docker stop` sends it; its exit code (None: not started).
+
+    Whatever is left of the process group after 30 s is killed.
+    """
+    if server.process is None:
+        return None
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    try:
+        return server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.stop()
+        return server.process.returncode
+
+
+def stats_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.mark.parametrize(("name", "answers"), CASES)
+def test_make_loadtest_runs_the_mix_against_the_production_server_without_failure(
+    name: str, answers: dict[str, Any], tmp_path: Path
+) -> None:
+    redis = require_service("redis")
+    broker = redis.rsplit("/", 1)[0] + "/1"
+    service = render(tmp_path / "service", {**ANSWERS, **answers, "docker": False})
+    run([UV, "sync", "--quiet", "--python", python_for("3.13")], service, uv_env())
+    assert not (service / ".venv" / "bin" / "locust").exists(), "`uv sync` installed the load group"
+
+    namespace = f"loadtest-{secrets.token_hex(4)}"
+    port = free_port()
+    with Database(database_name(f"load-{name}"), require_service("postgres")) as database:
+        env = production_env(
+            DATABASE_URL=database.url,
+            REDIS_URL=redis,
+            CELERY_BROKER_URL=broker,
+            # Keys and a queue of this run's own, removed below: no worker consumes the tasks.
+            CACHE_NAMESPACE=namespace,
+            CELERY_QUEUE=namespace,
+            WEB_CONCURRENCY="2",
+        )
+        migrate(service, env)
+        command = on_loopback(production_command(answers["framework"]), port)
+        server = Server(command, service, env, tmp_path / "server.log")
+        try:
+            server.start().wait_until_serving(f"http://127.0.0.1:{port}/readyz")
+            variables = [f"HOST=http://127.0.0.1:{port}", "USERS=8", "SPAWN_RATE=8", "DURATION=5s"]
+            locust = subprocess.run(
+                ["make", "loadtest", *variables],
+                check=False,
+                cwd=service,
+                env=uv_env(),
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+        finally:
+            stopped = stop_as_docker_does(server)
+            purge = [redis, f"{namespace}*", broker, f"*{namespace}*"]
+            run([str(service / ".venv" / "bin" / "python"), "-c", PURGE, *purge], service)
+    assert stopped == 0, f"the server exited {stopped} on SIGTERM:\n{server.tail()}"
+    output = f"{locust.stdout}\n{locust.stderr}\nserver:\n{server.tail()}"
+    assert locust.returncode == 0, output
+
+    report = service / "loadtest" / "report"
+    rows = stats_rows(report / "locust_stats.csv")
+    total = next(row for row in rows if row["Name"] == "Aggregated")
+    routes = {(row["Type"], row["Name"]) for row in rows if row["Name"] != "Aggregated"}
+    assert int(total["Request Count"]) > 0, output
+    assert int(total["Failure Count"]) == 0, (report / "locust_failures.csv").read_text()
+    # Grouped by route: a row per method and route template, none per item id.
+    assert ALWAYS_USED <= routes <= {(method, path) for method in ("GET", "POST", "PATCH", "DELETE") for path in ROUTES}
+    assert (report / "locust.html").stat().st_size > 0
+
+    run(["git", "init", "--quiet"], service)
+    untracked = run(["git", "status", "--porcelain", "--untracked-files=all"], service)
+    assert "loadtest/report" not in untracked and "loadtest/locustfile.py" in untracked
