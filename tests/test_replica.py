@@ -37,8 +37,10 @@ from bench.harness import (
 )
 
 SERVICE = {"database": "postgresql", "cache": "redis", "task_queue": "none", "ci": "none", "docker": False}
-#: Every framework on the SQLAlchemy data layer (async, and Flask's generated sync twin).
-LAYERS = {name: {"framework": name} for name in ("fastapi", "flask", "starlette", "quart", "sanic")}
+#: Every framework on the SQLAlchemy data layer (async, and Flask's generated sync twin), and Django's router.
+LAYERS = {name: {"framework": name} for name in ("fastapi", "flask", "starlette", "quart", "sanic")} | {
+    f"django-{api}": {"framework": "django", "django_api": api} for api in ("ninja", "drf")
+}
 PARAMS = [pytest.param(layer, id=layer, marks=pytest.mark.xdist_group(f"replica-{layer}")) for layer in LAYERS]
 ITEMS = "/api/v1/items"
 #: Longer than the cache's invalidation marker lives (cache.INVALIDATION_GRACE, 2 s).
@@ -162,7 +164,7 @@ def patch_name(base: str, item_id: int, name: str) -> None:
 @pytest.mark.parametrize("layer", PARAMS)
 def test_reads_go_to_the_replica_and_cache_fills_to_the_primary(layer: str, service: Path, cluster: Cluster) -> None:
     redis = require_service("redis")
-    database = f"replica_{layer}_{os.getpid()}"
+    database = f"replica_{layer.replace('-', '_')}_{os.getpid()}"
     cluster.psql(cluster.primary, f'CREATE DATABASE "{database}"')
     primary, replica = cluster.url(cluster.primary, database), cluster.url(cluster.replica, database)
     migrate(service, production_env(DATABASE_URL=primary))
