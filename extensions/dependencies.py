@@ -78,6 +78,8 @@ PINS: dict[str, str] = {
 #: same backing-service images, so the service is tested against what it runs with.
 IMAGES: dict[str, str] = {
     "postgres": "postgres:18-alpine",
+    # Compose's PgBouncer in front of PostgreSQL: maintained, configured from the environment.
+    "pgbouncer": "edoburu/pgbouncer:v1.25.2-p0",
     "redis": "redis:8-alpine",
     "rabbitmq": "rabbitmq:4-alpine",
     "uv": "ghcr.io/astral-sh/uv:0.13",

@@ -181,6 +181,11 @@ def backing_services(answers: dict[str, Any]) -> set[str]:
     return services
 
 
+def pooler(answers: dict[str, Any]) -> set[str]:
+    """PgBouncer, which compose puts in front of PostgreSQL."""
+    return {"pgbouncer"} if answers["database"] == "postgresql" else set()
+
+
 # --- Dockerfile -----------------------------------------------------------------------------
 
 
@@ -241,7 +246,7 @@ def test_compose_file_validates_against_the_compose_spec(rendered: Rendered) -> 
 @pytest.mark.parametrize(("framework", "combo"), CASES)
 def test_compose_has_exactly_the_chosen_services(rendered: Rendered) -> None:
     answers = rendered.answers
-    expected = {"app"} | backing_services(answers)
+    expected = {"app"} | backing_services(answers) | pooler(answers)
     if answers["database"] != "none":
         expected.add("migrate")
     if answers["task_queue"] == "celery":
@@ -266,7 +271,8 @@ def test_compose_services_are_healthchecked_restarted_and_awaited(rendered: Rend
             wanted = "service_completed_successfully" if needed == "migrate" else "service_healthy"
             assert condition == {"condition": wanted}, f"{name} waits for {needed} with {condition}"
     needs = set(services["app"]["depends_on"])
-    assert needs == backing_services(rendered.answers) | ({"migrate"} if "migrate" in services else set())
+    migrate = {"migrate"} if "migrate" in services else set()
+    assert needs == backing_services(rendered.answers) | pooler(rendered.answers) | migrate
     if "worker" in services:
         assert set(services["worker"]["depends_on"]) == needs
         assert set(services["beat"]["depends_on"]) == {rendered["broker"]}
@@ -286,7 +292,15 @@ def test_compose_wires_settings_to_the_compose_services(rendered: Rendered) -> N
     hosts = {name: urlsplit(url).hostname for name, url in env.items() if name.endswith("_URL")}
     expected = {}
     if answers["database"] == "postgresql":
-        expected["DATABASE_URL"] = "db"
+        # The service through PgBouncer, told so; its migrations straight to PostgreSQL.
+        expected["DATABASE_URL"] = "pgbouncer"
+        assert env["DATABASE_PGBOUNCER"] == "true"
+        migrate_env = rendered.compose["services"]["migrate"]["environment"]
+        assert urlsplit(migrate_env["DATABASE_URL"]).hostname == "db"
+        assert migrate_env["DATABASE_PGBOUNCER"] == "false"
+        pgbouncer = rendered.compose["services"]["pgbouncer"]
+        assert pgbouncer["environment"]["POOL_MODE"] == "transaction"
+        assert pgbouncer["environment"]["DB_HOST"] == "db"
     if answers["cache"] == "redis":
         expected["REDIS_URL"] = "redis"
     if answers["task_queue"] == "celery":
