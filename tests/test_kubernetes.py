@@ -93,6 +93,13 @@ COMBOS: dict[str, dict[str, Any]] = {
         "task_queue": "none",
         "ci": "github",
     },
+    "starlette-postgresql-redis": {
+        "framework": "starlette",
+        "database": "postgresql",
+        "cache": "redis",
+        "task_queue": "none",
+        "ci": "github",
+    },
     "quart-redis-celery": {
         "framework": "quart",
         "database": "none",
