@@ -568,9 +568,13 @@ def stop(process: subprocess.Popen[bytes], log: Path, what: str, grace: float) -
 
 @pytest.fixture(scope="module")
 def outside_tmp() -> Iterator[Path]:
-    """A work directory outside /tmp, which the confined processes get as a fresh tmpfs."""
-    (REPO / ".cache").mkdir(exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="kubernetes-", dir=REPO / ".cache"))
+    """A work directory outside /tmp, which the confined processes get as a fresh tmpfs: in the
+    repository, unless the repository is under /tmp itself (a CI checkout may be), then /var/tmp."""
+    tmp = Path("/tmp").resolve()
+    candidates = [REPO / ".cache", Path("/var/tmp"), Path.home() / ".cache"]
+    parent = next(path for path in candidates if not path.resolve().is_relative_to(tmp))
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="kubernetes-", dir=parent))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
