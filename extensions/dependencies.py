@@ -61,6 +61,8 @@ PINS: dict[str, str] = {
     "pytest-xdist": ">=3.8,<4",
     "httpx2": ">=2.16,<3",
     "openapi-spec-validator": ">=0.7,<0.10",
+    # 4.32: pytest 9 support and link inference for the stateful test (tests/test_contract.py).
+    "schemathesis": ">=4.32,<5",
     "mypy": ">=1.18,<3",
     "ruff": ">=0.14,<0.18",
     "pre-commit": ">=4.3,<5",
@@ -139,7 +141,7 @@ def _names(answers: Mapping[str, Any], stack: str) -> list[str]:
 
 
 def _dev_names(answers: Mapping[str, Any]) -> list[str]:
-    names = ["pytest", "pytest-xdist", "httpx2", "openapi-spec-validator", "mypy", "ruff", "pre-commit"]
+    names = ["pytest", "pytest-xdist", "httpx2", "openapi-spec-validator", "schemathesis", "mypy", "ruff", "pre-commit"]
     names += FRAMEWORK_DEV_PACKAGES.get(answers["framework"], ())
     if answers["framework"] == "django":
         names += DJANGO_API_DEV_PACKAGES[answers["django_api"]]
