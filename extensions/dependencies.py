@@ -14,6 +14,8 @@ PINS: dict[str, str] = {
     # runtime, every service
     "pydantic": ">=2.12,<3",
     "pydantic-settings": ">=2.11,<3",
+    # Rate limiting (ratelimit.py): 5.8 brought the sliding window counter's wrapped storage errors.
+    "limits": ">=5.8,<6",
     # web frameworks and their servers
     "fastapi": ">=0.120,<0.170",
     "fastapi-offline": ">=1.7,<2",
@@ -63,6 +65,8 @@ PINS: dict[str, str] = {
     "openapi-spec-validator": ">=0.7,<0.10",
     # 4.32: pytest 9 support and link inference for the stateful test (tests/test_contract.py).
     "schemathesis": ">=4.32,<5",
+    # Property tests of the service's own (tests/test_rate_limit.py); schemathesis drives it too.
+    "hypothesis": ">=6.140,<7",
     "mypy": ">=1.18,<3",
     "ruff": ">=0.14,<0.18",
     "pre-commit": ">=4.3,<5",
@@ -120,7 +124,7 @@ FRAMEWORK_DEV_PACKAGES: dict[str, tuple[str, ...]] = {
 
 def _names(answers: Mapping[str, Any], stack: str) -> list[str]:
     stack_async = stack == "async"
-    names = ["pydantic", "pydantic-settings", *FRAMEWORK_PACKAGES[answers["framework"]]]
+    names = ["pydantic", "pydantic-settings", "limits", *FRAMEWORK_PACKAGES[answers["framework"]]]
     if stack == "django":
         # Django's own ORM and migrations; SQLite needs no driver.
         names += DJANGO_API_PACKAGES[answers["django_api"]]
@@ -141,7 +145,8 @@ def _names(answers: Mapping[str, Any], stack: str) -> list[str]:
 
 
 def _dev_names(answers: Mapping[str, Any]) -> list[str]:
-    names = ["pytest", "pytest-xdist", "httpx2", "openapi-spec-validator", "schemathesis", "mypy", "ruff", "pre-commit"]
+    names = ["pytest", "pytest-xdist", "httpx2", "openapi-spec-validator", "schemathesis", "hypothesis"]
+    names += ["mypy", "ruff", "pre-commit"]
     names += FRAMEWORK_DEV_PACKAGES.get(answers["framework"], ())
     if answers["framework"] == "django":
         names += DJANGO_API_DEV_PACKAGES[answers["django_api"]]

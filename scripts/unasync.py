@@ -69,6 +69,7 @@ FILES: tuple[tuple[Path, Path], ...] = (
         )
     ),
     (ASYNC / CACHE, SYNC_IO / CACHE),
+    (ASYNC / "ratelimit.py.jinja", SYNC_IO / "ratelimit.py.jinja"),
     (TESTS / _when("stack == 'async'", "data_layer.py"), TESTS / _when("stack == 'sync'", "data_layer.py")),
     (
         TESTS / _when("stack == 'async' and database != 'none'", "run_database.py"),
