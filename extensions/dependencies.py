@@ -60,7 +60,7 @@ PINS: dict[str, str] = {
     # detached, and the worker exits: "Unrecoverable error: AttributeError('NoneType' object has
     # no attribute 'hostname')". tests/test_worker_outages.py restarts the broker 8 times under
     # load: on 5.7.0 the worker exited in 2 of 3 runs, on 5.6.3 (kombu 5.7.0) in none. Raise
-    # this bound once that test passes on a newer celery.
+    # this bound once that test passes, several runs in a row, on a newer celery.
     "celery[redis]": ">=5.5,<5.7",
     "celery": ">=5.5,<6",
     # development

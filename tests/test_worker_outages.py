@@ -43,6 +43,7 @@ from bench.harness import (
     PROXY_HEADERS,
     Database,
     Server,
+    clean_env,
     free_port,
     http_get,
     http_post,
@@ -395,9 +396,10 @@ def delete_rabbitmq_queue(service: Path, queue: str) -> None:
         f"    connection.default_channel.queue_delete({queue!r})\n"
         f"    connection.default_channel.exchange_delete({queue!r})\n"
     )
-    env = production_env(CELERY_BROKER_URL=require_service("rabbitmq"))
-    subprocess.run([str(service / ".venv" / "bin" / "python"), "-c", script], cwd=service, env=env,
-                   capture_output=True, timeout=60, check=False)  # fmt: skip
+    env = {**clean_env(), "CELERY_BROKER_URL": require_service("rabbitmq")}
+    result = subprocess.run([str(service / ".venv" / "bin" / "python"), "-c", script], cwd=service, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, f"the run's queue {queue} is left on RabbitMQ:\n{result.stderr}"
 
 
 @pytest.mark.parametrize("layer", PARAMS)
