@@ -319,6 +319,8 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "truststore",
         "typing_extensions",
         "typing_inspection",
+        # celery 5.6 (the Redis broker pins it below 5.7: dependencies.py) depends on tzdata.
+        "tzdata",
         "tzlocal",
         "ujson",
         "uritemplate",
