@@ -22,6 +22,8 @@ PINS: dict[str, str] = {
     "apiflask": ">=3.1,<4",
     "flask": ">=3.1,<4",
     "flask-swagger-ui": ">=5.21,<6",
+    # CORS, when CORS_ALLOWED_ORIGINS names an origin; 6.0: typed options (py.typed).
+    "flask-cors": ">=6.0,<7",
     # The WSGI server (Flask, Django).
     "granian": ">=2.8,<3",
     # 1.0: routes as lists only (the decorators are gone); 0.52 brought typed lifespan state.
@@ -31,6 +33,7 @@ PINS: dict[str, str] = {
     "offapi": ">=0.1.4,<0.2",
     "quart": ">=0.20,<0.24",
     "quart-schema": ">=0.22,<0.26",
+    "quart-cors": ">=0.8,<0.9",
     # 25.12: the LTS release; sanic-ext follows Sanic's versions.
     "sanic": ">=25.12,<26",
     "sanic-ext": ">=25.12,<26",
@@ -39,6 +42,7 @@ PINS: dict[str, str] = {
     "django": ">=6.0,<6.2",
     "dj-database-url": ">=3.0,<4",
     "whitenoise": ">=6.9,<7",
+    "django-cors-headers": ">=4.9,<5",
     "django-ninja": ">=1.7,<2",
     "djangorestframework": ">=3.16,<4",
     "drf-spectacular": ">=0.29,<0.31",
@@ -92,12 +96,12 @@ IMAGES: dict[str, str] = {
 
 FRAMEWORK_PACKAGES: dict[str, tuple[str, ...]] = {
     "fastapi": ("fastapi", "fastapi-offline", "uvicorn[standard]"),
-    "flask": ("apiflask", "flask", "flask-swagger-ui", "granian"),
+    "flask": ("apiflask", "flask", "flask-cors", "flask-swagger-ui", "granian"),
     "starlette": ("starlette", "spectree", "offapi", "uvicorn[standard]"),
-    "quart": ("quart", "quart-schema", "offapi", "uvicorn[standard]"),
+    "quart": ("quart", "quart-cors", "quart-schema", "offapi", "uvicorn[standard]"),
     "sanic": ("sanic", "sanic-ext", "swagger-ui-bundle"),
     # django-stubs-ext: the generic classes the type hints subscript (ModelAdmin[Item]) work at run time.
-    "django": ("django", "django-stubs-ext", "dj-database-url", "granian", "whitenoise"),
+    "django": ("django", "django-stubs-ext", "dj-database-url", "django-cors-headers", "granian", "whitenoise"),
 }
 
 #: Django's API layer, by the django_api answer (and the type stubs its code is checked with).
