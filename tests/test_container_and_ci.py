@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import importlib.util
 import json
 import os
 import re
@@ -51,6 +52,7 @@ from conftest import (
 )
 
 from bench.harness import Database, free_port, on_loopback
+from extensions import dependencies
 
 FRAMEWORKS = [name for name, framework in options.FRAMEWORKS.items() if framework.implemented]
 BASE = {"docker": True}
@@ -359,7 +361,7 @@ def test_ci_runs_lint_types_tests_and_hadolint(rendered: Rendered) -> None:
     jobs = ci_jobs(rendered)
     commands = {name: ci_commands(job) for name, job in jobs.items()}
     everything = "\n".join(commands.values())
-    for command in ("ruff check", "ruff format --check", "mypy", "pytest", "hadolint Dockerfile"):
+    for command in ("ruff check", "ruff format --check", "mypy", "pytest", "hadolint Dockerfile", "scripts/audit.py"):
         assert command in everything, f"no CI job runs `{command}`"
     assert "pytest" in commands["test"]
     if rendered["ci"] == "github":
@@ -419,6 +421,69 @@ def test_schema_checks_reject_a_broken_file(schema: str, text: str, tmp_path: Pa
     path = tmp_path / "file.yaml"
     path.write_text(text)
     assert check_jsonschema(schema, path).returncode != 0
+
+
+# --- the dependency audit ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A service with its uv.lock, and pip-audit in uv's cache: the audit can then run offline."""
+    answers = {"framework": FRAMEWORKS[0], "database": "sqlite", "cache": "none", "task_queue": "none"}
+    path = render(tmp_path_factory.mktemp("audit") / "service", {**answers, "ci": "github", "docker": False})
+    run(["uv", "lock", "--quiet"], path, audit_env())
+    run(["uvx", "--from", dependencies.IMAGES["pip-audit"], "pip-audit", "--version"], path, audit_env())
+    return path
+
+
+def audit_env(**env: str) -> dict[str, str]:
+    return {**uv_env(), "UV_PYTHON": python_for("3.13"), **env}
+
+
+def audit(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """What `make audit` and CI run, in ``project``, with ``env`` added to the environment."""
+    command = ["uv", "run", "--no-project", "python", "scripts/audit.py"]
+    return subprocess.run(
+        command, cwd=project, env=audit_env(**env), capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_dependency_audit_fails_when_its_advisory_database_cannot_be_reached(audited: Path) -> None:
+    """pip-audit behind a proxy that refuses every connection: a failure saying so, not a pass."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    proxies = {name: dead for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
+    result = audit(audited, **proxies, NO_PROXY="", no_proxy="", UV_OFFLINE="1")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "pip-audit could not reach its advisory database" in result.stderr
+
+
+def test_dependency_audit_fails_when_there_is_nothing_to_audit(audited: Path, tmp_path: Path) -> None:
+    project = Path(shutil.copytree(audited, tmp_path / "service"))
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(re.sub(r"(?ms)^dependencies = \[.*?^\]", "dependencies = []", text, count=1))
+    run(["uv", "lock", "--quiet", "--offline"], project, audit_env())
+    result = audit(project, UV_OFFLINE="1")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "nothing to audit" in result.stderr
+
+
+def test_dependency_audit_counts_a_skipped_package_as_a_failure(audited: Path) -> None:
+    """pip-audit's own verdict on its JSON report: "No known vulnerabilities found", exit 0,
+    whatever it skipped. The script's verdict, on reports as pip-audit writes them."""
+    spec = importlib.util.spec_from_file_location("audit_script", audited / "scripts" / "audit.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    clean = {"name": "fastapi", "version": "0.1", "vulns": []}
+    skipped = {"name": "starlette", "skip_reason": "Dependency not found on PyPI and could not be audited"}
+    vulnerable = {"name": "h11", "version": "0.1", "vulns": [{"id": "GHSA-x", "fix_versions": ["0.16.0"]}]}
+    assert script.verdict({"dependencies": [clean]})[0] == 0
+    status, message = script.verdict({"dependencies": [clean, skipped]})
+    assert status == 2 and "audited 1 of 2" in message and "starlette" in message
+    assert script.verdict({"dependencies": []})[0] == 2
+    status, message = script.verdict({"dependencies": [clean, vulnerable]})
+    assert status == 1 and "GHSA-x" in message and "0.16.0" in message
 
 
 # --- the production server ------------------------------------------------------------------
