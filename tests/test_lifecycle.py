@@ -153,8 +153,8 @@ def release_next_version(root: Path) -> None:
     edit(makefile, "typecheck check", "typecheck check outdated")
     edit(
         makefile,
-        "check: lint typecheck test ## Everything CI runs\n",
-        "check: lint typecheck test ## Everything CI runs\n\n"
+        "check: lint typecheck test ## Lint, type-check and test, as CI does\n",
+        "check: lint typecheck test ## Lint, type-check and test, as CI does\n\n"
         "outdated: ## List the direct dependencies that have newer releases\n"
         "\tuv tree --outdated --depth 1\n",
     )
