@@ -5,7 +5,10 @@ DB_POOL_TIMEOUT for a connection it cannot make, holding one of the server's few
 that time: with enough requests every thread waits, and the liveness probe queues behind them.
 Here a request stops waiting as soon as the pool fails to open a connection, and the requests
 that follow fail at once (503, with Retry-After: errors.py) while one request every
-``COOL_DOWN`` seconds tries the database again, until one succeeds.
+``COOL_DOWN`` seconds tries the database again, until one succeeds. That request connects
+directly, and once the database answers it replaces the pool: psycopg_pool retries a failed
+connection after a delay that doubles each time (1, 2, 4 s… for up to five minutes), and would
+otherwise leave the service failing for as long again after the database is back.
 """
 
 import threading
@@ -85,7 +88,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         circuit = breaker(self.alias)
         trial = circuit.enter()
         try:
-            connection = self._new_connection(conn_params)
+            connection = self._new_connection(conn_params, trial=trial)
         except OperationalError:
             circuit.record(succeeded=False)
             raise
@@ -96,10 +99,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 circuit.end_trial()
         return connection
 
-    def _new_connection(self, conn_params: dict[str, Any]) -> Any:
+    def _new_connection(self, conn_params: dict[str, Any], *, trial: bool) -> Any:
         pool = self.pool
         if pool is None:
             return super().get_new_connection(conn_params)
+        if trial:
+            # Raises while the database is still down; then a new pool connects at once.
+            self.Database.connect(**conn_params).close()
+            self.close_pool()
+            pool = self.pool
         # Django's own, with borrow() for the pool's getconn().
         isolation_level = self.settings_dict["OPTIONS"].get("isolation_level")
         self.isolation_level = IsolationLevel(isolation_level or IsolationLevel.READ_COMMITTED)
