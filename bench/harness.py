@@ -213,7 +213,10 @@ def migrate(project: Path, env: Mapping[str, str]) -> None:
 
 
 def production_env(**extra: str) -> dict[str, str]:
-    return {**clean_env(), "ENVIRONMENT": "production", "SECRET_KEY": secrets.token_urlsafe(48), **extra}
+    """A production server's environment. Every request comes from one address here, so the
+    per-client rate limit is off unless ``extra`` sets RATE_LIMIT (its cost is measured apart)."""
+    base = {"ENVIRONMENT": "production", "SECRET_KEY": secrets.token_urlsafe(48), "RATE_LIMIT": ""}
+    return {**clean_env(), **base, **extra}
 
 
 class Server:

@@ -3,7 +3,8 @@
 Per framework, up to five servers run side by side, all pinned to the server CPU with the
 same worker count: the bare hello-world (bench/hello) under the service's own server command
 and config file; the service rendered with ``cache=redis`` (cached reads, ``/healthz``, and
-``/healthz`` again with ``ACCESS_LOG=false``); and the service rendered with ``cache=none``,
+``/healthz`` again with ``ACCESS_LOG=false``, and cached reads again with the per-client rate
+limit counting in Redis); and the service rendered with ``cache=none``,
 whose item read goes to PostgreSQL every time, with its pool and with ``DB_POOL_DISABLED=true``.
 wrk runs on the other CPU. Repetitions go round the scenarios in turn, so a change in the
 machine's load touches them all alike, and ratios are taken between neighbouring measurements.
@@ -40,6 +41,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("healthz", "/healthz", "cached", "/healthz"),
     Scenario("healthz_quiet", "/healthz, ACCESS_LOG=false", "quiet", "/healthz"),
     Scenario("cached", "item read, cache hit (Redis)", "cached", ITEM),
+    Scenario("limited", "item read, cache hit, RATE_LIMIT on (counters in Redis)", "limited", ITEM),
     Scenario("database", "item read, cache=none (PostgreSQL, pooled)", "database", ITEM),
     Scenario("unpooled", "item read, cache=none, DB_POOL_DISABLED=true", "unpooled", ITEM),
 )
@@ -51,6 +53,7 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
     ("cache_speedup", "cached read ÷ database read", "cached", "database"),
     ("pool_speedup", "pooled ÷ unpooled database read", "database", "unpooled"),
     ("access_log", "/healthz with ÷ without access log", "healthz", "healthz_quiet"),
+    ("rate_limit", "cached read with ÷ without the rate limit", "limited", "cached"),
 )
 
 SERVICE_ANSWERS = {"database": "postgresql", "task_queue": "none", "docker": False, "ci": "none"}
@@ -126,6 +129,8 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
             "hello": (harness.hello_command(framework), cached, {**env, "PYTHONPATH": str(harness.HELLO)}),
             "cached": (command, cached, {**env, **redis}),
             "quiet": (command, cached, {**env, **redis, "ACCESS_LOG": "false"}),
+            # A budget no load here reaches: every request pays for the counting, none is refused.
+            "limited": (command, cached, {**env, **redis, "RATE_LIMIT": "1000000000/minute"}),
             "database": (command, database_project, env),
             "unpooled": (command, database_project, {**env, "DB_POOL_DISABLED": "true"}),
         }

@@ -69,6 +69,7 @@ FILES: tuple[tuple[Path, Path], ...] = (
         )
     ),
     (ASYNC / CACHE, SYNC_IO / CACHE),
+    (ASYNC / "ratelimit.py.jinja", SYNC_IO / "ratelimit.py.jinja"),
     (TESTS / _when("stack == 'async'", "data_layer.py"), TESTS / _when("stack == 'sync'", "data_layer.py")),
     (
         TESTS / _when("stack == 'async' and database != 'none'", "run_database.py"),
@@ -98,8 +99,9 @@ RULES: tuple[Rule, ...] = (
     Rule(r"\bawait ", ""),
     Rule(r"\b__aenter__\b", "__enter__"),
     Rule(r"\b__aexit__\b", "__exit__"),
-    # The standard library: asyncio.run(call(...)) is the call itself.
+    # The standard library: asyncio.run(call(...)) is the call itself; asyncio.sleep is time.sleep.
     Rule(r"\basyncio\.run\((.*)\)$", r"\1"),
+    Rule(r"\basyncio\.sleep\(", "time.sleep("),
     Rule(r"\bAsyncIterator\b", "Iterator"),
     Rule(r"\basynccontextmanager\b", "contextmanager"),
     Rule(r"\bAwaitable\[([^\[\]]*)\]", r"\1"),

@@ -37,6 +37,25 @@ SERVICES = {
 }
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 BASE_ANSWERS = {"project_name": "Orders API", "author_email": "team@example.com"}
+#: Each web layer: every framework, and Django with each API layer (the tests that run one
+#: production server per web layer parametrize over these).
+WEB_LAYERS: dict[str, dict[str, str]] = {
+    "fastapi": {"framework": "fastapi"},
+    "flask": {"framework": "flask"},
+    "starlette": {"framework": "starlette"},
+    "quart": {"framework": "quart"},
+    "sanic": {"framework": "sanic"},
+    "django-ninja": {"framework": "django", "django_api": "ninja"},
+    "django-drf": {"framework": "django", "django_api": "drf"},
+}
+
+
+def web_layer_params(group: str) -> list[Any]:
+    """``(name, answers)`` per web layer, each in its own xdist group (``<group>-<name>``)."""
+    return [
+        pytest.param(name, answers, id=name, marks=pytest.mark.xdist_group(f"{group}-{name}"))
+        for name, answers in WEB_LAYERS.items()
+    ]
 
 
 def combo_id(combo: Mapping[str, Any]) -> str:

@@ -36,6 +36,23 @@ from bench.harness import Database
 RENDERS = options.covering_renders()
 PARAMS = [pytest.param(c, id=combo_id(c), marks=pytest.mark.xdist_group(combo_id(c))) for c in RENDERS]
 
+
+def api_of(combo: dict[str, Any]) -> tuple[str, str, str]:
+    """What the API's contract depends on: the web layer and the database (bounds, store)."""
+    return combo["framework"], combo.get("django_api", ""), combo["database"]
+
+
+#: Each service's tests/test_contract.py explores its API with schemathesis. The API changes with
+#: the web layer and the database only, so one combination of each pair gets the full run
+#: (CONTRACT_EXAMPLES=50, the generated default) and the others a short one, which still sends
+#: every operation its boundary values and runs the stateful test.
+CONTRACT_FULL = {api_of(c): combo_id(c) for c in reversed(RENDERS)}
+
+
+def contract_examples(combo: dict[str, Any]) -> str:
+    return "50" if CONTRACT_FULL[api_of(combo)] == combo_id(combo) else "10"
+
+
 #: Jinja delimiters; ``${{`` is GitHub Actions' own syntax and allowed.
 RESIDUE = re.compile(r"(?<!\$)\{\{|\{%|%\}|\{#|#\}")
 TEXT_SUFFIXES = {".py", ".toml", ".yml", ".yaml", ".md", ".ini", ".cfg", ".txt", ".mako", ".example", ""}
@@ -195,7 +212,8 @@ def test_own_test_suite_passes_against_the_chosen_services(project: Project) -> 
     if combo["database"] == "postgresql":
         with Database(database_name(combo_id(combo)), require_service("postgres")) as database:
             psql(database.url, "CREATE TABLE team_data (id integer); INSERT INTO team_data VALUES (1)")
-            run(pytest_cmd, project.path, service_env(combo, database))
+            env = {**service_env(combo, database), "CONTRACT_EXAMPLES": contract_examples(combo)}
+            run(pytest_cmd, project.path, env)
             left = psql(
                 database.url,
                 "SELECT (SELECT count(*) FROM team_data), to_regclass('alembic_version') IS NULL,"
@@ -203,7 +221,7 @@ def test_own_test_suite_passes_against_the_chosen_services(project: Project) -> 
             )
             assert left == "1|t|0", "the tests touched the team's database, or left theirs behind"
     else:
-        run(pytest_cmd, project.path, service_env(combo, None))
+        run(pytest_cmd, project.path, {**service_env(combo, None), "CONTRACT_EXAMPLES": contract_examples(combo)})
 
 
 #: The top-level modules and the distributions of the running environment, as JSON.
@@ -265,4 +283,6 @@ def test_runs_with_no_external_service_at_all(project: Project) -> None:
     env = uv_env()
     for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
         env.pop(name, None)
+    # The contract's full run is on SQLite's own combination (CONTRACT_FULL); a short one here.
+    env["CONTRACT_EXAMPLES"] = "10"
     run([str(project.bin / "pytest"), "-q", "-p", "no:cacheprovider"], project.path, env)

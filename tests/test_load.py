@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import UV, database_name, python_for, render, require_service, run, uv_env
+from conftest import UV, database_name, python_for, render, require_service, run, uv_env, web_layer_params
 
 from bench.harness import Database, Server, free_port, migrate, on_loopback, production_command, production_env
 
@@ -28,19 +28,7 @@ ITEM = "/api/v1/items/{item_id}"
 ALWAYS_USED = {("POST", ITEMS), ("GET", ITEM), ("GET", ITEMS)}
 ROUTES = (ITEMS, ITEM)
 ANSWERS = {"database": "postgresql", "cache": "redis", "task_queue": "celery", "broker": "redis", "ci": "none"}
-#: Each framework, and Django with each API layer: (id, answers).
-SERVICES = [
-    ("fastapi", {"framework": "fastapi"}),
-    ("flask", {"framework": "flask"}),
-    ("starlette", {"framework": "starlette"}),
-    ("quart", {"framework": "quart"}),
-    ("sanic", {"framework": "sanic"}),
-    ("django-ninja", {"framework": "django", "django_api": "ninja"}),
-    ("django-drf", {"framework": "django", "django_api": "drf"}),
-]
-CASES = [
-    pytest.param(name, answers, id=name, marks=pytest.mark.xdist_group(f"load-{name}")) for name, answers in SERVICES
-]
+CASES = web_layer_params("load")
 #: Deletes the keys matching each pattern (argument pairs: Redis URL, pattern), with the service's redis client.
 PURGE = """import sys, redis
 for url, pattern in zip(sys.argv[1::2], sys.argv[2::2]):

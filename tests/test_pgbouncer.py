@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import (
     BASE_ANSWERS,
+    WEB_LAYERS,
     database_name,
     render,
     require_service,
@@ -48,16 +49,7 @@ from bench.harness import (
 
 #: One PostgreSQL combination per web layer, with a cache and Celery tasks (whose engine is unpooled).
 SERVICE = {"database": "postgresql", "cache": "redis", "task_queue": "celery", "broker": "redis", "ci": "none"}
-LAYERS = {
-    "fastapi": {"framework": "fastapi"},
-    "flask": {"framework": "flask"},
-    "starlette": {"framework": "starlette"},
-    "quart": {"framework": "quart"},
-    "sanic": {"framework": "sanic"},
-    "django-ninja": {"framework": "django", "django_api": "ninja"},
-    "django-drf": {"framework": "django", "django_api": "drf"},
-}
-PARAMS = [pytest.param(layer, id=layer, marks=pytest.mark.xdist_group(f"pgbouncer-{layer}")) for layer in LAYERS]
+PARAMS = [pytest.param(layer, id=layer, marks=pytest.mark.xdist_group(f"pgbouncer-{layer}")) for layer in WEB_LAYERS]
 #: The load: clients at once, and rounds of create, read, update, read that each makes.
 CLIENTS = 24
 ROUNDS = 8
@@ -188,7 +180,7 @@ _SERVICES: dict[str, Service] = {}
 def service(layer: str, tmp_path_factory: pytest.TempPathFactory) -> Service:
     """The layer's rendered service with its environment, made once per worker."""
     if layer not in _SERVICES:
-        path = render(tmp_path_factory.mktemp(f"pgbouncer-{layer}") / "service", {**SERVICE, **LAYERS[layer]})
+        path = render(tmp_path_factory.mktemp(f"pgbouncer-{layer}") / "service", {**SERVICE, **WEB_LAYERS[layer]})
         _SERVICES[layer] = Service(path, uv_sync(path, "3.13"))
     return _SERVICES[layer]
 
@@ -200,7 +192,7 @@ def transactions_through(pgbouncer: PgBouncer, database: str) -> int:
 
 @pytest.mark.parametrize("layer", PARAMS)
 def test_own_test_suite_passes_through_pgbouncer(layer: str, service: Service, pgbouncer: PgBouncer) -> None:
-    combo = {**BASE_ANSWERS, **SERVICE, **LAYERS[layer]}
+    combo = {**BASE_ANSWERS, **SERVICE, **WEB_LAYERS[layer]}
     with Database(database_name(f"pgbouncer-{layer}"), pgbouncer.server_url) as database:
         env = service_env(combo, None)
         env.update(DATABASE_URL=pgbouncer.url(database.name), DATABASE_PGBOUNCER="true")
@@ -236,7 +228,7 @@ def test_production_server_serves_concurrent_load_through_pgbouncer(
 ) -> None:
     """The production command, two workers, more clients than PgBouncer has server connections."""
     redis = require_service("redis")
-    framework = LAYERS[layer]["framework"]
+    framework = WEB_LAYERS[layer]["framework"]
     with Database(database_name(f"pgbouncer-load-{layer}"), pgbouncer.server_url) as database:
         # Migrations connect to PostgreSQL directly, as compose's migrate service does.
         migrate(service.path, production_env(DATABASE_URL=database.url))
