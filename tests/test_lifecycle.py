@@ -320,8 +320,8 @@ ADD_ROUTE: dict[str, TeamRoute] = {
                 "from orders_api.endpoints import health, items, version\n",
             ),
             (
-                '            Route("/items/{item_id:int}", items.ItemDetail),\n',
-                '            Route("/items/{item_id:int}", items.ItemDetail),\n            Route("/version", version.version),\n',
+                '            Route("/items/{item_id}", items.ItemDetail),\n',
+                '            Route("/items/{item_id}", items.ItemDetail),\n            Route("/version", version.version),\n',
             ),
         ),
     ),
