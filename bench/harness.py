@@ -167,8 +167,17 @@ def http_get(url: str, headers: Mapping[str, str] | None = None, timeout: float 
 
 
 def http_post(url: str, body: bytes, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    return http_send("POST", url, body, headers)
+
+
+def http_patch(url: str, body: bytes, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    return http_send("PATCH", url, body, headers)
+
+
+def http_send(method: str, url: str, body: bytes, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    """A JSON body sent with ``method``; the status and body of the answer, an error's included."""
     request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json", **(headers or {})}
+        url, data=body, method=method, headers={"Content-Type": "application/json", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from bench.harness import (
     Server,
     free_port,
     http_get,
+    http_patch,
     http_post,
     migrate,
     on_loopback,
@@ -151,14 +151,8 @@ def item_name(base: str, item_id: int) -> str:
 
 
 def patch_name(base: str, item_id: int, name: str) -> None:
-    request = urllib.request.Request(
-        f"{base}{ITEMS}/{item_id}",
-        data=json.dumps({"name": name}).encode(),
-        method="PATCH",
-        headers={"Content-Type": "application/json", **PROXY_HEADERS},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
+    status, body = http_patch(f"{base}{ITEMS}/{item_id}", json.dumps({"name": name}).encode(), PROXY_HEADERS)
+    assert status == 200, body
 
 
 @pytest.mark.parametrize("layer", PARAMS)

@@ -27,7 +27,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from bench.harness import (
     clean_env,
     free_port,
     http_get,
+    http_patch,
     http_post,
     migrate,
     on_loopback,
@@ -223,14 +223,8 @@ class Running:
         return int(json.loads(body)["id"])
 
     def rename(self, item_id: int, name: str) -> None:
-        request = urllib.request.Request(
-            f"{self.base}{ITEMS}/{item_id}",
-            data=json.dumps({"name": name}).encode(),
-            method="PATCH",
-            headers={"Content-Type": "application/json", **PROXY_HEADERS},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200
+        status, body = http_patch(f"{self.base}{ITEMS}/{item_id}", json.dumps({"name": name}).encode(), PROXY_HEADERS)
+        assert status == 200, body
 
     def read(self, item_id: int) -> dict[str, Any]:
         status, body = http_get(f"{self.base}{ITEMS}/{item_id}", PROXY_HEADERS)
