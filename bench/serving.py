@@ -4,7 +4,8 @@ Per framework, up to five servers run side by side, all pinned to the server CPU
 same worker count: the bare hello-world (bench/hello) under the service's own server command
 and config file; the service rendered with ``cache=redis`` (cached reads, ``/healthz``, and
 ``/healthz`` again with ``ACCESS_LOG=false``, and cached reads again with the per-client rate
-limit counting in Redis); and the service rendered with ``cache=none``,
+limit counting in Redis, and cached reads again with the security headers' hooks made no-ops
+by ``bench/no_security_headers``); and the service rendered with ``cache=none``,
 whose item read goes to PostgreSQL every time, with its pool and with ``DB_POOL_DISABLED=true``.
 wrk runs on the other CPU. Repetitions go round the scenarios in turn, so a change in the
 machine's load touches them all alike, and ratios are taken between neighbouring measurements.
@@ -18,6 +19,7 @@ import os
 import re
 import shutil
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from bench import harness, stats, wrk
 from bench.harness import Config, Database, Server
 
 ITEM = "/api/v1/items/{item_id}"
+NO_SECURITY_HEADERS = Path(__file__).resolve().parent / "no_security_headers"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("healthz_quiet", "/healthz, ACCESS_LOG=false", "quiet", "/healthz"),
     Scenario("cached", "item read, cache hit (Redis)", "cached", ITEM),
     Scenario("limited", "item read, cache hit, RATE_LIMIT on (counters in Redis)", "limited", ITEM),
+    Scenario("unsecured", "item read, cache hit, no security headers", "unsecured", ITEM),
     Scenario("database", "item read, cache=none (PostgreSQL, pooled)", "database", ITEM),
     Scenario("unpooled", "item read, cache=none, DB_POOL_DISABLED=true", "unpooled", ITEM),
 )
@@ -54,6 +58,7 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
     ("pool_speedup", "pooled ÷ unpooled database read", "database", "unpooled"),
     ("access_log", "/healthz with ÷ without access log", "healthz", "healthz_quiet"),
     ("rate_limit", "cached read with ÷ without the rate limit", "limited", "cached"),
+    ("security_headers", "cached read with ÷ without the security headers", "cached", "unsecured"),
 )
 
 SERVICE_ANSWERS = {"database": "postgresql", "task_queue": "none", "docker": False, "ci": "none"}
@@ -131,6 +136,11 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
             "quiet": (command, cached, {**env, **redis, "ACCESS_LOG": "false"}),
             # A budget no load here reaches: every request pays for the counting, none is refused.
             "limited": (command, cached, {**env, **redis, "RATE_LIMIT": "1000000000/minute"}),
+            "unsecured": (
+                command,
+                cached,
+                {**env, **redis, "PYTHONPATH": str(NO_SECURITY_HEADERS), "BENCH_PACKAGE": harness.PACKAGE},
+            ),
             "database": (command, database_project, env),
             "unpooled": (command, database_project, {**env, "DB_POOL_DISABLED": "true"}),
         }
@@ -160,6 +170,11 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
                 status, body = harness.http_get(urls[scenario.key], harness.PROXY_HEADERS)
             if status != 200:
                 raise RuntimeError(f"{scenario.key}: {urls[scenario.key]} answered {status}: {body[:300]!r}")
+        if {"cached", "unsecured"} <= {s.key for s in scenarios}:
+            # The two differ by the headers only: check that the hooks are off in one, on in the other.
+            for key, expected in (("cached", True), ("unsecured", False)):
+                if secured(urls[key]) != expected:
+                    raise RuntimeError(f"{key}: the security headers are {'missing' if expected else 'still sent'}")
 
         runs: dict[str, list[wrk.WrkResult]] = {s.key: [] for s in scenarios}
         cpu_per_request: dict[str, list[float]] = {s.key: [] for s in scenarios}
@@ -213,6 +228,13 @@ def invalidation_grace(cache_module: str) -> float:
     if match is None:
         raise RuntimeError("the service's cache.py defines no INVALIDATION_GRACE: teach invalidation_grace() its form")
     return float(match.group(1))
+
+
+def secured(url: str) -> bool:
+    """Whether the answer at ``url`` carries the security headers (their first, nosniff, stands for all)."""
+    request = urllib.request.Request(url, headers=harness.PROXY_HEADERS)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers.get("X-Content-Type-Options") == "nosniff"
 
 
 def seed(base: str | None) -> int:
