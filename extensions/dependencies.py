@@ -16,8 +16,11 @@ PINS: dict[str, str] = {
     "pydantic-settings": ">=2.11,<3",
     # Rate limiting (ratelimit.py): 5.8 brought the sliding window counter's wrapped storage errors.
     "limits": ">=5.8,<6",
+    # Metrics (metrics.py, exposition.py); 0.23: typed multiprocess mode and choose_encoder.
+    "prometheus-client": ">=0.23,<0.27",
     # web frameworks and their servers
-    "fastapi": ">=0.120,<0.170",
+    # 0.137.2: iter_route_contexts, which gives the metrics the full template of an included route.
+    "fastapi": ">=0.137.2,<0.170",
     "fastapi-offline": ">=1.7,<2",
     "uvicorn[standard]": ">=0.38,<0.60",
     # 3.1: the first release whose pydantic support is typed and yields a valid spec.
@@ -137,7 +140,7 @@ FRAMEWORK_DEV_PACKAGES: dict[str, tuple[str, ...]] = {
 
 def _names(answers: Mapping[str, Any], stack: str) -> list[str]:
     stack_async = stack == "async"
-    names = ["pydantic", "pydantic-settings", "limits", *FRAMEWORK_PACKAGES[answers["framework"]]]
+    names = ["pydantic", "pydantic-settings", "limits", "prometheus-client", *FRAMEWORK_PACKAGES[answers["framework"]]]
     if stack == "django":
         # Django's own ORM and migrations; SQLite needs no driver.
         names += DJANGO_API_PACKAGES[answers["django_api"]]

@@ -274,6 +274,7 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "pluggy",
         "pre_commit",
         "priority",
+        "prometheus_client",
         "prompt_toolkit",
         "psutil",
         "psycopg",
