@@ -223,8 +223,9 @@ def migrate(project: Path, env: Mapping[str, str]) -> None:
 
 def production_env(**extra: str) -> dict[str, str]:
     """A production server's environment. Every request comes from one address here, so the
-    per-client rate limit is off unless ``extra`` sets RATE_LIMIT (its cost is measured apart)."""
-    base = {"ENVIRONMENT": "production", "SECRET_KEY": secrets.token_urlsafe(48), "RATE_LIMIT": ""}
+    per-client rate limit is off unless ``extra`` sets RATE_LIMIT (its cost is measured apart).
+    Many servers run side by side here: none serves metrics unless ``extra`` sets METRICS_PORT."""
+    base = {"ENVIRONMENT": "production", "SECRET_KEY": secrets.token_urlsafe(48), "RATE_LIMIT": "", "METRICS_PORT": "0"}
     return {**clean_env(), **base, **extra}
 
 

@@ -537,6 +537,23 @@ def assert_security_headers(port: int) -> None:
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
 
 
+def assert_metrics_served_apart(port: int, metrics_port: int) -> None:
+    """The container's command serves the metrics on METRICS_PORT, and not on the API's port."""
+    for _ in range(10):
+        raw_get(port, "/api/v1/items", FORWARDED_HTTPS)
+    status, _ = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 404, "the API's port serves /metrics"
+    status, body = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert status == 200
+    counted = re.search(
+        rb'^http_server_request_duration_seconds_count\{http_request_method="GET",'
+        rb'http_response_status_code="200",http_route="/api/v1/items"\} (\d+)',
+        body,
+        re.MULTILINE,
+    )
+    assert counted and int(counted.group(1)) >= 10, body.decode()
+
+
 @contextmanager
 def https_proxy(port: int) -> Iterator[int]:
     """A stand-in for the TLS-terminating proxy: GETs forwarded to the server on ``port`` as a
@@ -728,7 +745,7 @@ def test_production_server_serves_health_and_stops_cleanly(
     image = images[framework]
     assert image.cmd == expected_server(framework)
     assert ".venv" in image.env["PATH"].split(os.pathsep)[0], "the image's PATH does not start with its venv"
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
 
     with Database(database_name(f"container-{framework}"), require_service("postgres")) as database:
         env = {
@@ -741,6 +758,7 @@ def test_production_server_serves_health_and_stops_cleanly(
             "WEB_CONCURRENCY": "2",
             # Off by default in production: on here, for the browser to load them.
             "API_DOCS": "true",
+            "METRICS_PORT": str(metrics_port),
         }
         # What compose's migrate service runs, from the image's working directory.
         run(MIGRATE.get(framework, ALEMBIC_UPGRADE), image.app, env, timeout=120)
@@ -774,6 +792,7 @@ def test_production_server_serves_health_and_stops_cleanly(
             if framework == "django":
                 assert_secure_behind_a_tls_proxy(port)
             assert_security_headers(port)
+            assert_metrics_served_apart(port, metrics_port)
             assert_docs_work_in_a_browser(port, framework, image.app.parent / "chromium")
         finally:
             if server.poll() is None:

@@ -47,7 +47,7 @@ from conftest import (
 )
 from test_container_and_ci import Image
 
-from bench.harness import Database, free_port, on_loopback
+from bench.harness import Database, free_port, http_get, on_loopback
 
 #: The Kubernetes versions the manifests are validated for: the three newest minor versions
 #: whose schemas the installed kubernetes-validate ships (docs/deploying.md claims them).
@@ -372,10 +372,14 @@ def test_pods_run_as_the_images_user_on_a_read_only_root_filesystem(manifests: M
 @pytest.mark.parametrize("combo", CASES)
 def test_web_probes_health_and_stops_within_its_grace_period(manifests: Manifests) -> None:
     dockerfile = (manifests.path / "Dockerfile").read_text()
-    assert "\nEXPOSE 8000\n" in dockerfile
+    assert "\nEXPOSE 8000 9464\n" in dockerfile
     for overlay in OVERLAYS:
         web = manifests.container(overlay, "web")
-        assert web["ports"] == [{"name": "http", "containerPort": 8000}]
+        assert web["ports"] == [{"name": "http", "containerPort": 8000}, {"name": "metrics", "containerPort": 9464}]
+        # The scrape annotations name the metrics port, which the Service leaves out.
+        annotations = manifests.workloads(overlay)["web"]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == "9464"
+        assert "METRICS_PORT" not in manifests.settings(overlay), "the annotations assume the default port"
         assert web["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert web["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert web["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -640,7 +644,8 @@ def test_service_runs_on_a_read_only_root_filesystem_within_its_resources(framew
 
         run(confined(manifests.container(overlay, "migrate")["command"], writable), image.app, env, timeout=180)
         logs = {name: workdir / f"{name}.log" for name in ("web", "worker", "beat")}
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
+        env["METRICS_PORT"] = str(metrics_port)
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
             with logs["web"].open("wb") as output:
@@ -662,6 +667,8 @@ def test_service_runs_on_a_read_only_root_filesystem_within_its_resources(framew
             assert request(port, "DELETE", f"/api/v1/items/{item['id']}", host)[0] == 204
             for _ in range(200):
                 request(port, "GET", "/readyz", host)
+            # The workers count into files under /tmp, the one writable directory.
+            assert http_get(f"http://127.0.0.1:{metrics_port}/metrics")[0] == 200, logs["web"].read_text()
             usage = {"web": tree_rss_mib(web.pid)}
 
             for name in ("worker", "beat"):

@@ -6,11 +6,13 @@ migrations applied, its production command started with ENVIRONMENT=production o
 loopback port, and `make loadtest` run headless for a few seconds with a few users. Locust
 must exit 0 with every route it used in its CSV statistics, grouped by route and not by id,
 no failure, and its reports ignored by git; the server must then stop cleanly on SIGTERM.
+The server's metrics, summed over its two workers, must count what Locust counted.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import secrets
 import signal
 import subprocess
@@ -20,7 +22,16 @@ from typing import Any
 import pytest
 from conftest import UV, database_name, python_for, render, require_service, run, uv_env, web_layer_params
 
-from bench.harness import Database, Server, free_port, migrate, on_loopback, production_command, production_env
+from bench.harness import (
+    Database,
+    Server,
+    free_port,
+    http_get,
+    migrate,
+    on_loopback,
+    production_command,
+    production_env,
+)
 
 ITEMS = "/api/v1/items"
 ITEM = "/api/v1/items/{item_id}"
@@ -54,6 +65,21 @@ def stop_as_docker_does(server: Server) -> int | None:
         return server.process.returncode
 
 
+COUNT = re.compile(
+    r'^http_server_request_duration_seconds_count\{http_request_method="(\w+)",'
+    r'http_response_status_code="\d+",http_route="([^"]*)"\} ([\d.]+)$',
+    re.MULTILINE,
+)
+
+
+def requests_by_route(metrics: str) -> dict[tuple[str, str], int]:
+    """The server's count of requests per method and route template, all statuses together."""
+    served: dict[tuple[str, str], int] = {}
+    for method, route, count in COUNT.findall(metrics):
+        served[method, route] = served.get((method, route), 0) + int(float(count))
+    return served
+
+
 def stats_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as file:
         return list(csv.DictReader(file))
@@ -70,7 +96,7 @@ def test_make_loadtest_runs_the_mix_against_the_production_server_without_failur
     assert not (service / ".venv" / "bin" / "locust").exists(), "`uv sync` installed the load group"
 
     namespace = f"loadtest-{secrets.token_hex(4)}"
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     with Database(database_name(f"load-{name}"), require_service("postgres")) as database:
         env = production_env(
             DATABASE_URL=database.url,
@@ -80,6 +106,7 @@ def test_make_loadtest_runs_the_mix_against_the_production_server_without_failur
             CACHE_NAMESPACE=namespace,
             CELERY_QUEUE=namespace,
             WEB_CONCURRENCY="2",
+            METRICS_PORT=str(metrics_port),
         )
         migrate(service, env)
         command = on_loopback(production_command(answers["framework"]), port)
@@ -96,6 +123,7 @@ def test_make_loadtest_runs_the_mix_against_the_production_server_without_failur
                 text=True,
                 timeout=180,
             )
+            status, metrics = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             stopped = stop_as_docker_does(server)
             purge = [redis, f"{namespace}*", broker, f"*{namespace}*"]
@@ -113,6 +141,16 @@ def test_make_loadtest_runs_the_mix_against_the_production_server_without_failur
     # Grouped by route: a row per method and route template, none per item id.
     assert ALWAYS_USED <= routes <= {(method, path) for method in ("GET", "POST", "PATCH", "DELETE") for path in ROUTES}
     assert (report / "locust.html").stat().st_size > 0
+
+    # Both workers' requests, summed: Locust's count of each route, and at most one request in
+    # flight per user when it stopped (the server counted it, Locust did not).
+    assert status == 200
+    served = requests_by_route(metrics.decode())
+    for row in rows:
+        if row["Name"] != "Aggregated":
+            counted = int(row["Request Count"])
+            key = (row["Type"], row["Name"])
+            assert counted <= served.get(key, 0) <= counted + 8, (key, counted, served)
 
     run(["git", "init", "--quiet"], service)
     untracked = run(["git", "status", "--porcelain", "--untracked-files=all"], service)
