@@ -4,8 +4,9 @@ Per framework, up to five servers run side by side, all pinned to the server CPU
 same worker count: the bare hello-world (bench/hello) under the service's own server command
 and config file; the service rendered with ``cache=redis`` (cached reads, ``/healthz``, and
 ``/healthz`` again with ``ACCESS_LOG=false``, and cached reads again with the per-client rate
-limit counting in Redis, and cached reads again with the security headers' hooks made no-ops
-by ``bench/no_security_headers``); and the service rendered with ``cache=none``,
+limit counting in Redis, and cached reads again without the security headers, and without the
+request metrics, their hooks made no-ops by ``bench/without``); and the service rendered with
+``cache=none``,
 whose item read goes to PostgreSQL every time, with its pool and with ``DB_POOL_DISABLED=true``.
 wrk runs on the other CPU. Repetitions go round the scenarios in turn, so a change in the
 machine's load touches them all alike, and ratios are taken between neighbouring measurements.
@@ -28,7 +29,7 @@ from bench import harness, stats, wrk
 from bench.harness import Config, Database, Server
 
 ITEM = "/api/v1/items/{item_id}"
-NO_SECURITY_HEADERS = Path(__file__).resolve().parent / "no_security_headers"
+WITHOUT = Path(__file__).resolve().parent / "without"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("cached", "item read, cache hit (Redis)", "cached", ITEM),
     Scenario("limited", "item read, cache hit, RATE_LIMIT on (counters in Redis)", "limited", ITEM),
     Scenario("unsecured", "item read, cache hit, no security headers", "unsecured", ITEM),
+    Scenario("unmeasured", "item read, cache hit, no request metrics", "unmeasured", ITEM),
     Scenario("database", "item read, cache=none (PostgreSQL, pooled)", "database", ITEM),
     Scenario("unpooled", "item read, cache=none, DB_POOL_DISABLED=true", "unpooled", ITEM),
 )
@@ -59,6 +61,7 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
     ("access_log", "/healthz with ÷ without access log", "healthz", "healthz_quiet"),
     ("rate_limit", "cached read with ÷ without the rate limit", "limited", "cached"),
     ("security_headers", "cached read with ÷ without the security headers", "cached", "unsecured"),
+    ("metrics", "cached read with ÷ without the request metrics", "cached", "unmeasured"),
 )
 
 SERVICE_ANSWERS = {"database": "postgresql", "task_queue": "none", "docker": False, "ci": "none"}
@@ -136,20 +139,20 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
             "quiet": (command, cached, {**env, **redis, "ACCESS_LOG": "false"}),
             # A budget no load here reaches: every request pays for the counting, none is refused.
             "limited": (command, cached, {**env, **redis, "RATE_LIMIT": "1000000000/minute"}),
-            "unsecured": (
-                command,
-                cached,
-                {**env, **redis, "PYTHONPATH": str(NO_SECURITY_HEADERS), "BENCH_PACKAGE": harness.PACKAGE},
-            ),
+            "unsecured": (command, cached, {**env, **redis, **without("security_headers")}),
+            "unmeasured": (command, cached, {**env, **redis, **without("metrics")}),
             "database": (command, database_project, env),
             "unpooled": (command, database_project, {**env, "DB_POOL_DISABLED": "true"}),
         }
         bases: dict[str, str] = {}
         running: dict[str, Server] = {}
+        metrics_ports: dict[str, int] = {}
         for name in sorted(wanted):
             cmd, project, server_env = plans[name]
             assert project is not None
-            port = harness.free_port()
+            port, metrics_ports[name] = harness.free_port(), harness.free_port()
+            # Metrics served, as in production: the workers count in files the main process reads.
+            server_env = {**server_env, "METRICS_PORT": str(metrics_ports[name])}
             server = Server(
                 harness.on_loopback(cmd, port), project, server_env, logs / f"{name}.log", cpus=config.server_cpus
             )
@@ -170,6 +173,10 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
                 status, body = harness.http_get(urls[scenario.key], harness.PROXY_HEADERS)
             if status != 200:
                 raise RuntimeError(f"{scenario.key}: {urls[scenario.key]} answered {status}: {body[:300]!r}")
+        if {"cached", "unmeasured"} <= {s.key for s in scenarios}:
+            for key, expected in (("cached", True), ("unmeasured", False)):
+                if measured(metrics_ports[key]) != expected:
+                    raise RuntimeError(f"{key}: the requests are {'not ' if expected else ''}counted")
         if {"cached", "unsecured"} <= {s.key for s in scenarios}:
             # The two differ by the headers only: check that the hooks are off in one, on in the other.
             for key, expected in (("cached", True), ("unsecured", False)):
@@ -228,6 +235,17 @@ def invalidation_grace(cache_module: str) -> float:
     if match is None:
         raise RuntimeError("the service's cache.py defines no INVALIDATION_GRACE: teach invalidation_grace() its form")
     return float(match.group(1))
+
+
+def without(feature: str) -> dict[str, str]:
+    """The environment of a server whose ``feature`` hooks are no-ops (``bench/without``)."""
+    return {"PYTHONPATH": str(WITHOUT), "BENCH_PACKAGE": harness.PACKAGE, "BENCH_WITHOUT": feature}
+
+
+def measured(metrics_port: int) -> bool:
+    """Whether the server whose metrics are on ``metrics_port`` counted any request."""
+    status, body = harness.http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+    return status == 200 and b"http_server_request_duration_seconds_count{" in body
 
 
 def secured(url: str) -> bool:
