@@ -94,6 +94,11 @@ CASES = [
 #: What compose's migrate service runs: Alembic, or Django's own migrations.
 MIGRATE = {"django": ["python", "manage.py", "migrate", "--no-input"]}
 ALEMBIC_UPGRADE = ["alembic", "upgrade", "head"]
+#: Compose's observability profile: its services, and the UIs they publish (host port: service).
+OBSERVABILITY = {"prometheus", "grafana", "otel-collector", "jaeger"}
+OBSERVABILITY_UIS = {9090: "prometheus", 3000: "grafana", 16686: "jaeger"}
+#: The service's metrics port (METRICS_PORT's default), which compose must never publish.
+METRICS_PORT = 9464
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -112,6 +117,12 @@ class Rendered:
     @property
     def compose(self) -> dict[str, Any]:
         return yaml.safe_load((self.path / "compose.yaml").read_text())
+
+    def compose_without_profiles(self) -> dict[str, Any]:
+        """The compose file as `docker compose up` runs it: without the services of a profile."""
+        compose = self.compose
+        compose["services"] = {name: s for name, s in compose["services"].items() if "profiles" not in s}
+        return compose
 
     @property
     def ci_file(self) -> Path:
@@ -244,8 +255,13 @@ def test_dockerfile_healthcheck_probes_healthz_with_the_standard_library(rendere
 
 
 @pytest.mark.parametrize(("framework", "combo"), CASES)
-def test_compose_file_validates_against_the_compose_spec(rendered: Rendered) -> None:
+def test_compose_file_validates_against_the_compose_spec(rendered: Rendered, tmp_path: Path) -> None:
+    """The file as written (every profile on), and as `docker compose up` reads it (none on)."""
     result = check_jsonschema("vendor.compose-spec", rendered.path / "compose.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    without = tmp_path / "compose.yaml"
+    without.write_text(yaml.safe_dump(rendered.compose_without_profiles()))
+    result = check_jsonschema("vendor.compose-spec", without)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -257,7 +273,11 @@ def test_compose_has_exactly_the_chosen_services(rendered: Rendered) -> None:
         expected.add("migrate")
     if answers["task_queue"] == "celery":
         expected |= {"worker", "beat"}
-    assert set(rendered.compose["services"]) == expected
+    services = rendered.compose["services"]
+    assert set(rendered.compose_without_profiles()["services"]) == expected
+    # The observability profile's services, and no others, start with that profile alone.
+    assert {name for name, service in services.items() if "profiles" in service} == OBSERVABILITY
+    assert all(services[name]["profiles"] == ["observability"] for name in OBSERVABILITY)
 
 
 @pytest.mark.parametrize(("framework", "combo"), CASES)
@@ -271,6 +291,9 @@ def test_compose_services_are_healthchecked_restarted_and_awaited(rendered: Rend
         if name == "app":
             # The image's HEALTHCHECK applies; compose must not switch it off.
             assert not service.get("healthcheck", {}).get("disable"), "app's healthcheck is disabled"
+        elif name == "otel-collector":
+            # The collector's image has nothing but the collector to run: no probe is possible.
+            assert service["healthcheck"] == {"disable": True}
         elif name != "migrate":
             assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         for needed, condition in service.get("depends_on", {}).items():
@@ -284,6 +307,52 @@ def test_compose_services_are_healthchecked_restarted_and_awaited(rendered: Rend
         assert set(services["beat"]["depends_on"]) == {rendered["broker"]}
     if "migrate" in services:
         assert services["migrate"]["command"] == MIGRATE.get(rendered["framework"], ALEMBIC_UPGRADE)
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_compose_pins_every_image_and_publishes_on_loopback_only(rendered: Rendered) -> None:
+    services = rendered.compose["services"]
+    # The service's own image is built, and its tag is local; every other one is pinned.
+    images = {service["image"] for service in services.values() if "build" not in service}
+    assert images <= set(dependencies.IMAGES.values()), "an image not pinned in extensions/dependencies.py"
+    assert all(":" in image and not image.endswith(":latest") for image in images), images
+    published: dict[int, str] = {}
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            host, host_port, container_port = str(port).split(":")
+            assert host == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+            assert int(container_port) != METRICS_PORT, f"{name} publishes the metrics port"
+            published[int(host_port)] = name
+    assert {port: published.get(port) for port in OBSERVABILITY_UIS} == OBSERVABILITY_UIS
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_compose_sends_traces_to_the_profiles_collector_only_when_asked(rendered: Rendered) -> None:
+    """Unset (a plain `docker compose up`) the endpoint is empty, and the service exports nothing;
+    `make observability` sets it to the collector that the profile starts, which passes them on
+    to Jaeger."""
+    services = rendered.compose["services"]
+    for name in ("app", "worker", "beat", "migrate"):
+        if name in services:
+            assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
+    makefile = (rendered.path / "Makefile").read_text()
+    recipe = re.search(r"^observability:.*\n\t(.*)$", makefile, re.MULTILINE)
+    assert recipe, "no `make observability`"
+    endpoint = re.fullmatch(
+        r"OTEL_EXPORTER_OTLP_ENDPOINT=(\S+) docker compose --profile observability up .*", recipe[1]
+    )
+    assert endpoint, recipe[1]
+    collector = urlsplit(endpoint[1])
+    assert collector.hostname == "otel-collector" and "otel-collector" in OBSERVABILITY
+    config = yaml.safe_load((rendered.path / "observability" / "otel-collector.yaml").read_text())
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == f"0.0.0.0:{collector.port}"
+    volumes = services["otel-collector"]["volumes"]
+    assert volumes == ["./observability/otel-collector.yaml:/etc/otelcol-contrib/config.yaml:ro"]
+    # Every component the pipeline names is configured, and the traces end in Jaeger's OTLP port.
+    pipeline = config["service"]["pipelines"]["traces"]
+    for kind in ("receivers", "processors", "exporters"):
+        assert set(pipeline[kind]) <= set(config[kind]), kind
+    assert [urlsplit(config["exporters"][name]["endpoint"]).netloc for name in pipeline["exporters"]] == ["jaeger:4318"]
 
 
 @pytest.mark.parametrize(("framework", "combo"), CASES)
