@@ -9,6 +9,10 @@ that follow fail at once (503, with Retry-After: errors.py) while one request ev
 directly, and once the database answers it replaces the pool: psycopg_pool retries a failed
 connection after a delay that doubles each time (1, 2, 4 s… for up to five minutes), and would
 otherwise leave the service failing for as long again after the database is back.
+
+Without the pool (DB_POOL_DISABLED), connections are made with the class the settings give in
+OPTIONS["connection_class"] (``command_timeout.py``: each wait for the server bounded), as the
+pool makes its own.
 """
 
 import threading
@@ -16,7 +20,7 @@ import time
 from typing import Any
 
 from django.db.backends.postgresql import base
-from psycopg import IsolationLevel, OperationalError
+from psycopg import Connection, IsolationLevel, OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 #: Seconds after a failed connection during which requests fail without trying.
@@ -99,20 +103,29 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 circuit.end_trial()
         return connection
 
+    def get_connection_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = super().get_connection_params()
+        # What _new_connection connects with, not a libpq parameter.
+        params.pop("connection_class", None)
+        return params
+
     def _new_connection(self, conn_params: dict[str, Any], *, trial: bool) -> Any:
         pool = self.pool
-        if pool is None:
-            return super().get_new_connection(conn_params)
-        if trial:
+        if pool is not None and trial:
             # Raises while the database is still down; then a new pool connects at once.
             self.Database.connect(**conn_params).close()
             self.close_pool()
             pool = self.pool
-        # Django's own, with borrow() for the pool's getconn().
+        # Django's own, with borrow() for the pool's getconn() and, without a pool, the class of
+        # OPTIONS["connection_class"] (a command timeout: settings) for psycopg's connect().
         isolation_level = self.settings_dict["OPTIONS"].get("isolation_level")
         self.isolation_level = IsolationLevel(isolation_level or IsolationLevel.READ_COMMITTED)
-        pool.open()
-        connection = borrow(pool)
+        if pool is None:
+            connection_class = self.settings_dict["OPTIONS"].get("connection_class", Connection)
+            connection = connection_class.connect(**conn_params)
+        else:
+            pool.open()
+            connection = borrow(pool)
         if isolation_level is not None:
             connection.isolation_level = self.isolation_level
         return connection
