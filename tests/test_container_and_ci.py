@@ -49,6 +49,7 @@ from conftest import (
     unavailable,
     url_settings,
     uv_env,
+    web_layer_params,
 )
 
 from bench.harness import Database, free_port, on_loopback
@@ -828,24 +829,23 @@ def images() -> Iterator[dict[str, Image]]:
     yield {}
 
 
-@pytest.mark.parametrize(
-    "framework", [pytest.param(f, marks=pytest.mark.xdist_group(f"container-server-{f}")) for f in FRAMEWORKS]
-)
+@pytest.mark.parametrize(("name", "layer"), web_layer_params("container-server"))
 def test_production_server_serves_health_and_stops_cleanly(
-    framework: str, tmp_path_factory: pytest.TempPathFactory, images: dict[str, Image]
+    name: str, layer: dict[str, str], tmp_path_factory: pytest.TempPathFactory, images: dict[str, Image]
 ) -> None:
     """The Dockerfile's CMD, with ENVIRONMENT=production, against real PostgreSQL and Redis."""
     redis = require_service("redis")
-    if framework not in images:
-        workdir = tmp_path_factory.mktemp(f"image-{framework}")
+    framework = layer["framework"]
+    if name not in images:
+        workdir = tmp_path_factory.mktemp(f"image-{name}")
         answers = {"database": "postgresql", "cache": "redis", "task_queue": "celery", "broker": "redis", "ci": "none"}
-        images[framework] = Image(render(workdir / "service", {**BASE, "framework": framework, **answers}), workdir)
-    image = images[framework]
+        images[name] = Image(render(workdir / "service", {**BASE, **layer, **answers}), workdir)
+    image = images[name]
     assert image.cmd == expected_server(framework)
     assert ".venv" in image.env["PATH"].split(os.pathsep)[0], "the image's PATH does not start with its venv"
     port, metrics_port = free_port(), free_port()
 
-    with Database(database_name(f"container-{framework}"), require_service("postgres")) as database:
+    with Database(database_name(f"container-{name}"), require_service("postgres")) as database:
         env = {
             **image.env,
             "ENVIRONMENT": "production",
