@@ -611,7 +611,7 @@ def assert_metrics_served_apart(port: int, metrics_port: int) -> None:
     """The container's command serves the metrics on METRICS_PORT, and not on the API's port."""
     for _ in range(10):
         raw_get(port, "/api/v1/items", FORWARDED_HTTPS)
-    status, _ = http_get(f"http://127.0.0.1:{port}/metrics")
+    status, _, _ = raw_get(port, "/metrics", FORWARDED_HTTPS)
     assert status == 404, "the API's port serves /metrics"
     status, body = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
     assert status == 200
