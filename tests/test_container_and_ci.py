@@ -637,20 +637,13 @@ def chunked_post(port: int, path: str, body: bytes) -> tuple[int, HTTPMessage, b
         connection.close()
 
 
-#: The web layers that answer a chunked body past the limit with a 400, not the 413 of the others:
-#: werkzeug's stream ends at MAX_CONTENT_LENGTH without an error, and the JSON it cut is malformed
-#: (docs/api-contract.md).
-CHUNKED_OVER_THE_LIMIT_IS_400 = {"flask"}
-
-
 def assert_chunked_bodies_are_read_up_to_the_limit(port: int, framework: str) -> None:
     """A chunked body (no length until its end) is read, and one past ``MAX_BODY_BYTES`` (64 KiB) is a 413 problem."""
     status, _, body = chunked_post(port, "/api/v1/items", b'{"name": "chunked"}')
     assert status == 201, body
     assert json.loads(body)["name"] == "chunked"
     status, headers, body = chunked_post(port, "/api/v1/items", b'{"name": "' + b"x" * 64 * 1024 + b'"}')
-    expected = 400 if framework in CHUNKED_OVER_THE_LIMIT_IS_400 else 413
-    assert (status, headers["Content-Type"]) == (expected, "application/problem+json"), body
+    assert (status, headers["Content-Type"]) == (413, "application/problem+json"), body
 
 
 @contextmanager
