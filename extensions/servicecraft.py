@@ -1,11 +1,11 @@
 """Jinja extension that gives copier.yml and the template access to the option rules.
 
-copier-template-extensions loads this file by path; the extension loads ``options.py`` and
-``dependencies.py`` beside it the same way, so the rules need no installation and stay the
-single source of truth.
+copier-template-extensions loads this file by path; the extension loads ``options.py``,
+``dependencies.py`` and ``dashboard.py`` beside it the same way, so the rules need no
+installation and stay the single source of truth.
 
 ``copier update`` renders the service's old template version and then the new one in the same
-process. Each Jinja environment therefore gets the two modules of the template it renders,
+process. Each Jinja environment therefore gets the modules of the template it renders,
 loaded under names that hold their file's path and content: a module loaded by an earlier
 render (another version) is never reused, so the new version's option rules, server commands
 and dependency pins are the ones rendered (docs/architecture.md).
@@ -76,6 +76,7 @@ class ServicecraftExtension(Extension):
         folder = _extensions_folder(environment)
         options = _load(folder / "options.py")
         dependencies = _load(folder / "dependencies.py")
+        dashboard = _load(folder / "dashboard.py")
         questions = (*options.TEXT_QUESTIONS, *options.CHOICES)
 
         @pass_context
@@ -101,6 +102,13 @@ class ServicecraftExtension(Extension):
             return options.facts({key: context.get(key) for key in questions})[name]
 
         @pass_context
+        def grafana_dashboard(context: Context) -> str:
+            """The observability profile's Grafana dashboard for these answers (``dashboard.py``)."""
+            return dashboard.dashboard(
+                context["project_name"], context["database"], context["cache_aside"], context["task_queue"]
+            )
+
+        @pass_context
         def requirements(context: Context) -> list[str]:
             return list(dependencies.requirements(context, context["stack"]))
 
@@ -113,6 +121,7 @@ class ServicecraftExtension(Extension):
             fact=fact,
             requirements=requirements,
             dev_requirements=dev_requirements,
+            grafana_dashboard=grafana_dashboard,
             load_requirements=dependencies.load_requirements,
             frameworks=options.FRAMEWORKS,
             images=dependencies.IMAGES,

@@ -49,6 +49,7 @@ from conftest import (
     unavailable,
     url_settings,
     uv_env,
+    web_layer_params,
 )
 
 from bench.harness import Database, free_port, on_loopback
@@ -94,6 +95,11 @@ CASES = [
 #: What compose's migrate service runs: Alembic, or Django's own migrations.
 MIGRATE = {"django": ["python", "manage.py", "migrate", "--no-input"]}
 ALEMBIC_UPGRADE = ["alembic", "upgrade", "head"]
+#: Compose's observability profile: its services, and the UIs they publish (host port: service).
+OBSERVABILITY = {"prometheus", "grafana", "otel-collector", "jaeger"}
+OBSERVABILITY_UIS = {9090: "prometheus", 3000: "grafana", 16686: "jaeger"}
+#: The service's metrics port (METRICS_PORT's default), which compose must never publish.
+METRICS_PORT = 9464
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -112,6 +118,12 @@ class Rendered:
     @property
     def compose(self) -> dict[str, Any]:
         return yaml.safe_load((self.path / "compose.yaml").read_text())
+
+    def compose_without_profiles(self) -> dict[str, Any]:
+        """The compose file as `docker compose up` runs it: without the services of a profile."""
+        compose = self.compose
+        compose["services"] = {name: s for name, s in compose["services"].items() if "profiles" not in s}
+        return compose
 
     @property
     def ci_file(self) -> Path:
@@ -244,8 +256,13 @@ def test_dockerfile_healthcheck_probes_healthz_with_the_standard_library(rendere
 
 
 @pytest.mark.parametrize(("framework", "combo"), CASES)
-def test_compose_file_validates_against_the_compose_spec(rendered: Rendered) -> None:
+def test_compose_file_validates_against_the_compose_spec(rendered: Rendered, tmp_path: Path) -> None:
+    """The file as written (every profile on), and as `docker compose up` reads it (none on)."""
     result = check_jsonschema("vendor.compose-spec", rendered.path / "compose.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    without = tmp_path / "compose.yaml"
+    without.write_text(yaml.safe_dump(rendered.compose_without_profiles()))
+    result = check_jsonschema("vendor.compose-spec", without)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -257,7 +274,11 @@ def test_compose_has_exactly_the_chosen_services(rendered: Rendered) -> None:
         expected.add("migrate")
     if answers["task_queue"] == "celery":
         expected |= {"worker", "beat"}
-    assert set(rendered.compose["services"]) == expected
+    services = rendered.compose["services"]
+    assert set(rendered.compose_without_profiles()["services"]) == expected
+    # The observability profile's services, and no others, start with that profile alone.
+    assert {name for name, service in services.items() if "profiles" in service} == OBSERVABILITY
+    assert all(services[name]["profiles"] == ["observability"] for name in OBSERVABILITY)
 
 
 @pytest.mark.parametrize(("framework", "combo"), CASES)
@@ -271,6 +292,9 @@ def test_compose_services_are_healthchecked_restarted_and_awaited(rendered: Rend
         if name == "app":
             # The image's HEALTHCHECK applies; compose must not switch it off.
             assert not service.get("healthcheck", {}).get("disable"), "app's healthcheck is disabled"
+        elif name == "otel-collector":
+            # The collector's image has nothing but the collector to run: no probe is possible.
+            assert service["healthcheck"] == {"disable": True}
         elif name != "migrate":
             assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         for needed, condition in service.get("depends_on", {}).items():
@@ -284,6 +308,52 @@ def test_compose_services_are_healthchecked_restarted_and_awaited(rendered: Rend
         assert set(services["beat"]["depends_on"]) == {rendered["broker"]}
     if "migrate" in services:
         assert services["migrate"]["command"] == MIGRATE.get(rendered["framework"], ALEMBIC_UPGRADE)
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_compose_pins_every_image_and_publishes_on_loopback_only(rendered: Rendered) -> None:
+    services = rendered.compose["services"]
+    # The service's own image is built, and its tag is local; every other one is pinned.
+    images = {service["image"] for service in services.values() if "build" not in service}
+    assert images <= set(dependencies.IMAGES.values()), "an image not pinned in extensions/dependencies.py"
+    assert all(":" in image and not image.endswith(":latest") for image in images), images
+    published: dict[int, str] = {}
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            host, host_port, container_port = str(port).split(":")
+            assert host == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+            assert int(container_port) != METRICS_PORT, f"{name} publishes the metrics port"
+            published[int(host_port)] = name
+    assert {port: published.get(port) for port in OBSERVABILITY_UIS} == OBSERVABILITY_UIS
+
+
+@pytest.mark.parametrize(("framework", "combo"), CASES)
+def test_compose_sends_traces_to_the_profiles_collector_only_when_asked(rendered: Rendered) -> None:
+    """Unset (a plain `docker compose up`) the endpoint is empty, and the service exports nothing;
+    `make observability` sets it to the collector that the profile starts, which passes them on
+    to Jaeger."""
+    services = rendered.compose["services"]
+    for name in ("app", "worker", "beat", "migrate"):
+        if name in services:
+            assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
+    makefile = (rendered.path / "Makefile").read_text()
+    recipe = re.search(r"^observability:.*\n\t(.*)$", makefile, re.MULTILINE)
+    assert recipe, "no `make observability`"
+    endpoint = re.fullmatch(
+        r"OTEL_EXPORTER_OTLP_ENDPOINT=(\S+) docker compose --profile observability up .*", recipe[1]
+    )
+    assert endpoint, recipe[1]
+    collector = urlsplit(endpoint[1])
+    assert collector.hostname == "otel-collector" and "otel-collector" in OBSERVABILITY
+    config = yaml.safe_load((rendered.path / "observability" / "otel-collector.yaml").read_text())
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == f"0.0.0.0:{collector.port}"
+    volumes = services["otel-collector"]["volumes"]
+    assert volumes == ["./observability/otel-collector.yaml:/etc/otelcol-contrib/config.yaml:ro"]
+    # Every component the pipeline names is configured, and the traces end in Jaeger's OTLP port.
+    pipeline = config["service"]["pipelines"]["traces"]
+    for kind in ("receivers", "processors", "exporters"):
+        assert set(pipeline[kind]) <= set(config[kind]), kind
+    assert [urlsplit(config["exporters"][name]["endpoint"]).netloc for name in pipeline["exporters"]] == ["jaeger:4318"]
 
 
 @pytest.mark.parametrize(("framework", "combo"), CASES)
@@ -541,7 +611,7 @@ def assert_metrics_served_apart(port: int, metrics_port: int) -> None:
     """The container's command serves the metrics on METRICS_PORT, and not on the API's port."""
     for _ in range(10):
         raw_get(port, "/api/v1/items", FORWARDED_HTTPS)
-    status, _ = http_get(f"http://127.0.0.1:{port}/metrics")
+    status, _, _ = raw_get(port, "/metrics", FORWARDED_HTTPS)
     assert status == 404, "the API's port serves /metrics"
     status, body = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
     assert status == 200
@@ -552,6 +622,28 @@ def assert_metrics_served_apart(port: int, metrics_port: int) -> None:
         re.MULTILINE,
     )
     assert counted and int(counted.group(1)) >= 10, body.decode()
+
+
+def chunked_post(port: int, path: str, body: bytes) -> tuple[int, HTTPMessage, bytes]:
+    """A POST on the loopback whose JSON body is sent in 8 KiB chunks, with no Content-Length."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    chunks = (body[start : start + 8192] for start in range(0, len(body), 8192))
+    headers = {"Content-Type": "application/json", **FORWARDED_HTTPS}
+    try:
+        connection.request("POST", path, body=chunks, headers=headers, encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def assert_chunked_bodies_are_read_up_to_the_limit(port: int, framework: str) -> None:
+    """A chunked body (no length until its end) is read, and one past ``MAX_BODY_BYTES`` (64 KiB) is a 413 problem."""
+    status, _, body = chunked_post(port, "/api/v1/items", b'{"name": "chunked"}')
+    assert status == 201, body
+    assert json.loads(body)["name"] == "chunked"
+    status, headers, body = chunked_post(port, "/api/v1/items", b'{"name": "' + b"x" * 64 * 1024 + b'"}')
+    assert (status, headers["Content-Type"]) == (413, "application/problem+json"), body
 
 
 @contextmanager
@@ -730,24 +822,23 @@ def images() -> Iterator[dict[str, Image]]:
     yield {}
 
 
-@pytest.mark.parametrize(
-    "framework", [pytest.param(f, marks=pytest.mark.xdist_group(f"container-server-{f}")) for f in FRAMEWORKS]
-)
+@pytest.mark.parametrize(("name", "layer"), web_layer_params("container-server"))
 def test_production_server_serves_health_and_stops_cleanly(
-    framework: str, tmp_path_factory: pytest.TempPathFactory, images: dict[str, Image]
+    name: str, layer: dict[str, str], tmp_path_factory: pytest.TempPathFactory, images: dict[str, Image]
 ) -> None:
     """The Dockerfile's CMD, with ENVIRONMENT=production, against real PostgreSQL and Redis."""
     redis = require_service("redis")
-    if framework not in images:
-        workdir = tmp_path_factory.mktemp(f"image-{framework}")
+    framework = layer["framework"]
+    if name not in images:
+        workdir = tmp_path_factory.mktemp(f"image-{name}")
         answers = {"database": "postgresql", "cache": "redis", "task_queue": "celery", "broker": "redis", "ci": "none"}
-        images[framework] = Image(render(workdir / "service", {**BASE, "framework": framework, **answers}), workdir)
-    image = images[framework]
+        images[name] = Image(render(workdir / "service", {**BASE, **layer, **answers}), workdir)
+    image = images[name]
     assert image.cmd == expected_server(framework)
     assert ".venv" in image.env["PATH"].split(os.pathsep)[0], "the image's PATH does not start with its venv"
     port, metrics_port = free_port(), free_port()
 
-    with Database(database_name(f"container-{framework}"), require_service("postgres")) as database:
+    with Database(database_name(f"container-{name}"), require_service("postgres")) as database:
         env = {
             **image.env,
             "ENVIRONMENT": "production",
@@ -793,6 +884,7 @@ def test_production_server_serves_health_and_stops_cleanly(
                 assert_secure_behind_a_tls_proxy(port)
             assert_security_headers(port)
             assert_metrics_served_apart(port, metrics_port)
+            assert_chunked_bodies_are_read_up_to_the_limit(port, framework)
             assert_docs_work_in_a_browser(port, framework, image.app.parent / "chromium")
         finally:
             if server.poll() is None:

@@ -160,6 +160,7 @@ def test_only_chosen_options_leave_files(project: Project) -> None:
     assert ("src/orders_api/pool_metrics.py" in names) == (combo["database"] != "none")
     assert ("src/orders_api/cache.py" in names) == (combo["cache"] == "redis" and combo["database"] != "none")
     assert ("Dockerfile" in names) == combo["docker"]
+    assert ("observability/grafana/dashboards/service.json" in names) == combo["docker"]
     # Kubernetes manifests go with the image, except for SQLite, whose file one pod owns.
     assert ("k8s/base/kustomization.yaml" in names) == (combo["docker"] and combo["database"] != "sqlite")
     assert (".github/workflows/ci.yml" in names) == (combo["ci"] == "github")
@@ -174,6 +175,8 @@ def test_config_files_parse_and_answers_hold_no_secret(project: Project) -> None
             tomllib.loads(path.read_text())
         elif path.suffix in {".yml", ".yaml"}:
             list(yaml.safe_load_all(path.read_text()))
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
     answers = yaml.safe_load((project.path / ".copier-answers.yml").read_text())
     assert "secret_key" not in answers
     assert answers["framework"] == project.combo["framework"]

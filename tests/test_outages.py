@@ -9,7 +9,7 @@ what a client sees meanwhile, and these tests hold the service to it:
 
 - no 5xx other than 503 with Retry-After, and no connection refused or reset by the server;
 - no request slower than the documented bound (the database timeouts the test sets, added up);
-- liveness answers at once throughout;
+- liveness answers at once throughout, but for the first timeout of a stall on a threaded server;
 - every item created (201) is readable after the outages, with its name;
 - the server process never exits, and serves again within a few seconds of each return.
 
@@ -70,6 +70,10 @@ BOUND += 2 * TIMEOUTS["REDIS_TIMEOUT"]
 SLACK = 3.0
 #: Liveness never waits on a dependency: well within the Kubernetes probe's timeoutSeconds (3).
 LIVENESS_BOUND = 1.5
+#: docs/failures.md: when a stall holds more requests than a threaded server has threads, liveness
+#: waits for the first of them to time out (the connection or the statement in flight), and then
+#: no more: the circuit breaker fails the requests that follow at once.
+FIRST_TIMEOUT = max(TIMEOUTS["DB_CONNECT_TIMEOUT"], TIMEOUTS["DB_COMMAND_TIMEOUT"])
 #: Long enough that every request in the window meets the outage, and that a stall outlasts
 #: the connect and command timeouts.
 OUTAGE = 4.0
@@ -77,8 +81,8 @@ OUTAGE = 4.0
 RECOVERY = 5.0
 #: Client threads creating and reading items.
 CLIENTS = 3
-#: More clients while PostgreSQL is cut than the threads of a Granian worker (8): were requests
-#: to wait for the database, every thread would, and liveness would queue behind them.
+#: More clients while PostgreSQL is cut or stalled than the threads of a Granian worker (8): were
+#: requests to wait for the database, every thread would, and liveness would queue behind them.
 BURST = 12
 
 
@@ -219,8 +223,8 @@ def dependencies() -> Iterator[Dependencies]:
     )
     started = False
     try:
-        tool("pg_ctl", "-D", str(data), "-l", str(folder / "postgres.log"), "-o",
-             f"-p {ports[0]} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200", "-w", "start")  # fmt: skip
+        options = f"-p {ports[0]} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        tool("pg_ctl", "-D", str(data), "-l", str(folder / "postgres.log"), "-o", options, "-w", "start")
         started = True
         yield Dependencies(ports[0], ports[1], binaries)
     finally:
@@ -425,7 +429,7 @@ def test_outages_under_load_answer_503_within_the_bound_and_lose_no_write(
             for name, (start, end) in outages.items():
                 began = time.monotonic() - load.t0
                 start()
-                with load.burst(BURST if name == "postgresql cut" else 0):
+                with load.burst(BURST if name.startswith("postgresql") else 0):
                     time.sleep(OUTAGE)
                 windows[name] = (began, time.monotonic() - load.t0)
                 end()
@@ -435,12 +439,26 @@ def test_outages_under_load_answer_503_within_the_bound_and_lose_no_write(
         log = serving.server.tail(20)
 
         answers = load.answers
+        stall_from, stall_to = windows["postgresql stall"]
+        stalled = [a for a in answers if stall_from <= a.started < stall_to]
+        for what in ("liveness", "create"):
+            seconds = sorted(a.seconds for a in stalled if a.what == what)
+            print(
+                f"{layer}: {what} during the stall: {len(seconds)}, median {seconds[len(seconds) // 2]:.2f} s, "
+                f"slowest {seconds[-1]:.2f} s"
+            )
         assert exited is None, f"the server exited {exited} during the outages:\n{log}"
         unexpected = [a for a in answers if a.status not in (200, 201) and not is_documented_503(a)]
         assert not unexpected, f"answers other than 2xx and 503 with Retry-After:\n{listing(unexpected)}\n{log}"
         slow = [a for a in answers if a.seconds > BOUND + SLACK]
         assert not slow, f"slower than {BOUND:g} s (+{SLACK:g}):\n{listing(slow)}\n{log}"
-        late = [a for a in answers if a.what == "liveness" and (a.status != 200 or a.seconds > LIVENESS_BOUND)]
+
+        def waited(a: Answer) -> bool:
+            # A probe sent before the stall's first timeout is over may wait for it.
+            grace = max(stall_from + FIRST_TIMEOUT - a.started, 0) if a.started >= stall_from else 0
+            return a.seconds > LIVENESS_BOUND + grace
+
+        late = [a for a in answers if a.what == "liveness" and (a.status != 200 or waited(a))]
         assert not late, f"liveness failed or waited:\n{listing(late)}\n{log}"
         cut_from, cut_to = windows["postgresql cut"]
         during_cut = [a for a in answers if a.what == "create" and cut_from + 0.5 < a.started < cut_to - 0.5]

@@ -102,8 +102,8 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> None:
-        command = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)]  # fmt: skip
+        command = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)]
         with (self.folder / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
@@ -239,8 +239,8 @@ class Running:
             waiting = [item_id for item_id in waiting if not done(item_id, self.read(item_id))]
             if waiting and time.monotonic() > deadline:
                 shown = {item_id: self.read(item_id) for item_id in waiting[:5]}
-                pytest.fail(f"{len(waiting)} of {len(ids)} items not done within {timeout:.0f} s: {shown}\n"
-                            f"worker log:\n{self.worker.tail(60)}")  # fmt: skip
+                late = f"{len(waiting)} of {len(ids)} items not done within {timeout:.0f} s: {shown}"
+                pytest.fail(f"{late}\nworker log:\n{self.worker.tail(60)}")
             self.assert_worker_alive()
             time.sleep(0.2)
 
@@ -258,8 +258,8 @@ class Running:
             if not waiting:
                 return
             if time.monotonic() > deadline:
-                pytest.fail(f"{len(waiting)} of {len(ids)} items not processed within {timeout:.0f} s: "
-                            f"{waiting[:20]}\nworker log:\n{self.worker.tail(60)}")  # fmt: skip
+                late = f"{len(waiting)} of {len(ids)} items not processed within {timeout:.0f} s: {waiting[:20]}"
+                pytest.fail(f"{late}\nworker log:\n{self.worker.tail(60)}")
             time.sleep(0.5)
 
     def requeue_pending_items(self) -> None:
@@ -372,8 +372,11 @@ def test_the_worker_survives_cuts_of_its_rabbitmq_broker(
     queue = f"outages-{os.getpid()}"
     broker = rabbitmq._replace(netloc=f"{rabbitmq.netloc.rpartition('@')[0]}@127.0.0.1:{proxy.port}").geturl()
     try:
-        with private_redis() as redis, running(service, "fastapi", tmp_path, REDIS_URL=redis.url(0), CELERY_BROKER_URL=broker,
-                                               CELERY_QUEUE=queue) as run:  # fmt: skip
+        broker_settings = {"CELERY_BROKER_URL": broker, "CELERY_QUEUE": queue}
+        with (
+            private_redis() as redis,
+            running(service, "fastapi", tmp_path, REDIS_URL=redis.url(0), **broker_settings) as run,
+        ):
             ids = restart_under_load(run, stop=proxy.cut, start=proxy.restore)
             run.requeue_pending_items()  # for the items created while the broker was cut
             run.wait_until_processed(ids, timeout=60)
@@ -391,8 +394,10 @@ def delete_rabbitmq_queue(service: Path, queue: str) -> None:
         f"    connection.default_channel.exchange_delete({queue!r})\n"
     )
     env = {**clean_env(), "CELERY_BROKER_URL": require_service("rabbitmq")}
-    result = subprocess.run([str(service / ".venv" / "bin" / "python"), "-c", script], cwd=service, env=env,
-                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    python = str(service / ".venv" / "bin" / "python")
+    result = subprocess.run(
+        [python, "-c", script], cwd=service, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, f"the run's queue {queue} is left on RabbitMQ:\n{result.stderr}"
 
 
