@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import secrets
 import shutil
@@ -10,11 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -23,6 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 HELLO = Path(__file__).resolve().parent / "hello"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from extensions import options
 
@@ -227,6 +233,64 @@ def production_env(**extra: str) -> dict[str, str]:
     Many servers run side by side here: none serves metrics unless ``extra`` sets METRICS_PORT."""
     base = {"ENVIRONMENT": "production", "SECRET_KEY": secrets.token_urlsafe(48), "RATE_LIMIT": "", "METRICS_PORT": "0"}
     return {**clean_env(), **base, **extra}
+
+
+class OtlpSink:
+    """A local OpenTelemetry collector's receiving end: OTLP over HTTP, every export answered 200.
+
+    The services send their spans here when OTEL_EXPORTER_OTLP_ENDPOINT is ``endpoint``. It counts
+    the exports and their bytes and, with ``keep``, keeps their bodies, which ``spans`` decodes
+    (protobuf, with opentelemetry-proto); a benchmark's millions of spans are only counted.
+    """
+
+    def __init__(self, *, keep: bool = True) -> None:
+        self.keep = keep
+        self.exports: list[bytes] = []
+        self.received = self.received_bytes = 0
+        self.lock = threading.Lock()
+        sink = self
+
+        class Receiver(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                with sink.lock:
+                    sink.received += 1
+                    sink.received_bytes += len(body)
+                    if sink.keep:
+                        sink.exports.append(body)
+                # An empty ExportTraceServiceResponse: every span accepted.
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self.server.serve_forever, name="otlp-sink", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def spans(self) -> list[tuple[dict[str, str], Span]]:
+        """Every span received so far, with its resource's string attributes (``service.name``...)."""
+        with self.lock:
+            exports = list(self.exports)
+        received = []
+        for body in exports:
+            request = ExportTraceServiceRequest.FromString(body)
+            for resource_spans in request.resource_spans:
+                resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                received += [(resource, span) for scope in resource_spans.scope_spans for span in scope.spans]
+        return received
 
 
 class Server:

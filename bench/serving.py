@@ -5,9 +5,10 @@ same worker count: the bare hello-world (bench/hello) under the service's own se
 and config file; the service rendered with ``cache=redis`` (cached reads, ``/healthz``, and
 ``/healthz`` again with ``ACCESS_LOG=false``, and cached reads again with the per-client rate
 limit counting in Redis, and cached reads again without the security headers, and without the
-request metrics, their hooks made no-ops by ``bench/without``); and the service rendered with
-``cache=none``,
-whose item read goes to PostgreSQL every time, with its pool and with ``DB_POOL_DISABLED=true``.
+request metrics, their hooks made no-ops by ``bench/without``, and cached reads again traced:
+OpenTelemetry on, its spans sent by OTLP to a local receiver the harness runs); and the service
+rendered with ``cache=none``, whose item read goes to PostgreSQL every time, with its pool and
+with ``DB_POOL_DISABLED=true``.
 wrk runs on the other CPU. Repetitions go round the scenarios in turn, so a change in the
 machine's load touches them all alike, and ratios are taken between neighbouring measurements.
 """
@@ -48,6 +49,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("limited", "item read, cache hit, RATE_LIMIT on (counters in Redis)", "limited", ITEM),
     Scenario("unsecured", "item read, cache hit, no security headers", "unsecured", ITEM),
     Scenario("unmeasured", "item read, cache hit, no request metrics", "unmeasured", ITEM),
+    Scenario("traced", "item read, cache hit, traced (OTLP to a local receiver)", "traced", ITEM),
     Scenario("database", "item read, cache=none (PostgreSQL, pooled)", "database", ITEM),
     Scenario("unpooled", "item read, cache=none, DB_POOL_DISABLED=true", "unpooled", ITEM),
 )
@@ -62,6 +64,7 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
     ("rate_limit", "cached read with ÷ without the rate limit", "limited", "cached"),
     ("security_headers", "cached read with ÷ without the security headers", "cached", "unsecured"),
     ("metrics", "cached read with ÷ without the request metrics", "cached", "unmeasured"),
+    ("tracing", "cached read traced ÷ untraced", "traced", "cached"),
 )
 
 SERVICE_ANSWERS = {"database": "postgresql", "task_queue": "none", "docker": False, "ci": "none"}
@@ -133,6 +136,8 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
         )
         harness.migrate(cached, env)
         redis = {"REDIS_URL": harness.SERVICES["redis"], "CACHE_NAMESPACE": f"bn_{framework}_{os.getpid()}"}
+        # Where the traced server sends its spans: a receiver in this process, which counts them.
+        sink = stack.enter_context(harness.OtlpSink(keep=False))
         plans: dict[str, tuple[list[str], Path | None, dict[str, str]]] = {
             "hello": (harness.hello_command(framework), cached, {**env, "PYTHONPATH": str(harness.HELLO)}),
             "cached": (command, cached, {**env, **redis}),
@@ -141,6 +146,7 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
             "limited": (command, cached, {**env, **redis, "RATE_LIMIT": "1000000000/minute"}),
             "unsecured": (command, cached, {**env, **redis, **without("security_headers")}),
             "unmeasured": (command, cached, {**env, **redis, **without("metrics")}),
+            "traced": (command, cached, {**env, **redis, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}),
             "database": (command, database_project, env),
             "unpooled": (command, database_project, {**env, "DB_POOL_DISABLED": "true"}),
         }
@@ -208,6 +214,8 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
                     + (f", {result.errors} errors" if result.errors else ""),
                     flush=True,
                 )
+        if "traced" in wanted and not sink.received:
+            raise RuntimeError("traced: no span reached the OTLP receiver")
         failed = {
             name: server.tail()
             for name, server in running.items()

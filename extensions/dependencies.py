@@ -72,6 +72,26 @@ PINS: dict[str, str] = {
     # this bound once that test passes, several runs in a row, on a newer celery.
     "celery[redis]": ">=5.5,<5.7",
     "celery": ">=5.5,<6",
+    # Traces (telemetry.py): OpenTelemetry's API, SDK and OTLP exporter (HTTP, protobuf), and its
+    # instrumentations, which are released with them and name the SDK they go with (0.66b* with
+    # 1.45.*): the two lines move together, and only together.
+    "opentelemetry-api": ">=1.45,<1.46",
+    "opentelemetry-sdk": ">=1.45,<1.46",
+    "opentelemetry-exporter-otlp-proto-http": ">=1.45,<1.46",
+    "opentelemetry-instrumentation": ">=0.66b0,<0.67",
+    "opentelemetry-instrumentation-asgi": ">=0.66b0,<0.67",
+    "opentelemetry-instrumentation-celery": ">=0.66b0,<0.67",
+    "opentelemetry-instrumentation-django": ">=0.66b0,<0.67",
+    "opentelemetry-instrumentation-fastapi": ">=0.66b0,<0.67",
+    "opentelemetry-instrumentation-flask": ">=0.66b0,<0.67",
+    "opentelemetry-instrumentation-redis": ">=0.66b0,<0.67",
+    "opentelemetry-instrumentation-sqlalchemy": ">=0.66b0,<0.67",
+    "opentelemetry-util-http": ">=0.66b0,<0.67",
+    # The SQLAlchemy instrumentation imports SQLAlchemy's asyncio extension, which needs greenlet
+    # (since SQLAlchemy 2.1 no longer a dependency of its own): the sync stack installs it too.
+    "greenlet": ">=3.1,<4",
+    # Error reports (telemetry.py); 3.0 rebuilds tracing on OpenTelemetry and changes the API.
+    "sentry-sdk": ">=2.75,<3",
     # development
     "pytest": ">=8.4,<10",
     "pytest-xdist": ">=3.8,<4",
@@ -118,13 +138,38 @@ IMAGES: dict[str, str] = {
 }
 
 FRAMEWORK_PACKAGES: dict[str, tuple[str, ...]] = {
-    "fastapi": ("fastapi", "fastapi-offline", "uvicorn[standard]"),
-    "flask": ("apiflask", "flask", "flask-cors", "flask-swagger-ui", "granian"),
-    "starlette": ("starlette", "spectree", "offapi", "uvicorn[standard]"),
-    "quart": ("quart", "quart-cors", "quart-schema", "offapi", "uvicorn[standard]"),
-    "sanic": ("sanic", "sanic-ext", "swagger-ui-bundle"),
+    "fastapi": ("fastapi", "fastapi-offline", "uvicorn[standard]", "opentelemetry-instrumentation-fastapi"),
+    "flask": ("apiflask", "flask", "flask-cors", "flask-swagger-ui", "granian", "opentelemetry-instrumentation-flask"),
+    # Starlette's and Quart's requests are traced by OpenTelemetry's ASGI middleware (app.py, extensions.py).
+    "starlette": (
+        "starlette",
+        "spectree",
+        "offapi",
+        "uvicorn[standard]",
+        "opentelemetry-instrumentation-asgi",
+        "opentelemetry-util-http",
+    ),
+    "quart": (
+        "quart",
+        "quart-cors",
+        "quart-schema",
+        "offapi",
+        "uvicorn[standard]",
+        "opentelemetry-instrumentation-asgi",
+        "opentelemetry-util-http",
+    ),
+    # Sanic has no maintained instrumentation (contrib#564): middleware.py traces its requests.
+    "sanic": ("sanic", "sanic-ext", "swagger-ui-bundle", "opentelemetry-util-http"),
     # django-stubs-ext: the generic classes the type hints subscript (ModelAdmin[Item]) work at run time.
-    "django": ("django", "django-stubs-ext", "dj-database-url", "django-cors-headers", "granian", "whitenoise"),
+    "django": (
+        "django",
+        "django-stubs-ext",
+        "dj-database-url",
+        "django-cors-headers",
+        "granian",
+        "whitenoise",
+        "opentelemetry-instrumentation-django",
+    ),
 }
 
 #: Django's API layer, by the django_api answer (and the type stubs its code is checked with).
@@ -162,6 +207,21 @@ def _names(answers: Mapping[str, Any], stack: str) -> list[str]:
         names.append("redis[hiredis]")
     if answers["task_queue"] == "celery":
         names.append("celery[redis]" if answers.get("broker") == "redis" else "celery")
+    return names + _telemetry_names(answers, stack)
+
+
+def _telemetry_names(answers: Mapping[str, Any], stack: str) -> list[str]:
+    """Traces and error reports (telemetry.py): the SDKs, and an instrumentation per library traced."""
+    names = ["opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"]
+    names += ["opentelemetry-instrumentation", "sentry-sdk"]
+    if stack != "django" and answers["database"] != "none":
+        names.append("opentelemetry-instrumentation-sqlalchemy")
+        if stack == "sync":
+            names.append("greenlet")
+    if answers["cache"] == "redis":
+        names.append("opentelemetry-instrumentation-redis")
+    if answers["task_queue"] == "celery":
+        names.append("opentelemetry-instrumentation-celery")
     return names
 
 

@@ -110,7 +110,7 @@ RULES: tuple[Rule, ...] = (
     Rule(r"\bredis\.asyncio\b", "redis"),
     Rule(r"\baclose\b", "close"),
     # SQLAlchemy.
-    Rule(r"\bcreate_async_engine\b", "create_sqlalchemy_engine"),
+    Rule(r"\bsqlalchemy\.ext\.asyncio\.create_async_engine\b", "sqlalchemy.create_engine"),
     Rule(r"\b(\w+)\.sync_engine\b", r"\1"),
     Rule(r"\bAsyncEngine\b", "Engine"),
     Rule(r"\bAsyncAdaptedQueuePool\b", "QueuePool"),

@@ -325,7 +325,8 @@ def test_settings_are_composes_and_secrets_are_references(manifests: Manifests) 
         line.split("=", 1)[0] for line in (manifests.path / ".env.example").read_text().splitlines() if "=" in line
     }
     compose_env = manifests.compose["app"]["environment"]
-    expected_secrets = {"SECRET_KEY"} | url_settings(answers)
+    # SENTRY_DSN too, optional: error reports are on once the Secret has it.
+    expected_secrets = {"SECRET_KEY", "SENTRY_DSN"} | url_settings(answers)
     for overlay in OVERLAYS:
         settings = manifests.settings(overlay)
         assert settings["ENVIRONMENT"] == compose_env["ENVIRONMENT"] == "production"
@@ -633,8 +634,8 @@ def test_service_runs_on_a_read_only_root_filesystem_within_its_resources(framew
         }
         env = {**image.env, **manifests.settings(overlay), "HOME": IMAGE_HOME, "HOSTNAME": socket.gethostname()}
         env |= {"CELERY_QUEUE": queue, "CACHE_NAMESPACE": queue}
-        for name in manifests.environment(overlay, "web")[1]:
-            env[name] = values[name]
+        # The Secret's keys; SENTRY_DSN, optional, is left out as a Secret may leave it.
+        env |= {name: values[name] for name in manifests.environment(overlay, "web")[1] if name != "SENTRY_DSN"}
         # The confinement holds: the code, HOME and / are read-only to root itself; /tmp is not.
         for attempt, allowed in (
             (f"touch {shlex.quote(str(image.app))}/written", False),
