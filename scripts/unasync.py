@@ -113,6 +113,7 @@ RULES: tuple[Rule, ...] = (
     Rule(r"\bsqlalchemy\.ext\.asyncio\.create_async_engine\b", "sqlalchemy.create_engine"),
     Rule(r"\b(\w+)\.sync_engine\b", r"\1"),
     Rule(r"\bAsyncEngine\b", "Engine"),
+    Rule(r"\bAsyncAdaptedQueuePool\b", "QueuePool"),
     Rule(r"\bAsyncSession\b", "Session"),
     Rule(r"\basync_sessionmaker\b", "sessionmaker"),
     Rule(r"\bsqlalchemy\.ext\.asyncio import\b", "sqlalchemy.orm import"),

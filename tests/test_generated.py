@@ -155,7 +155,9 @@ def test_only_chosen_options_leave_files(project: Project) -> None:
     assert ("src/orders_api/db.py" in names) == (combo["database"] != "none" and not django)
     assert ("src/orders_api/api.py" in names) == (combo.get("django_api") == "ninja")
     assert ("src/orders_api/serializers.py" in names) == (combo.get("django_api") == "drf")
-    assert ("src/orders_api/worker.py" in names) == (combo["task_queue"] == "celery")
+    for celery_module in ("worker.py", "run_worker.py", "task_metrics.py"):
+        assert (f"src/orders_api/{celery_module}" in names) == (combo["task_queue"] == "celery")
+    assert ("src/orders_api/pool_metrics.py" in names) == (combo["database"] != "none")
     assert ("src/orders_api/cache.py" in names) == (combo["cache"] == "redis" and combo["database"] != "none")
     assert ("Dockerfile" in names) == combo["docker"]
     assert ("observability/grafana/dashboards/service.json" in names) == combo["docker"]

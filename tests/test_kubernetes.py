@@ -408,6 +408,10 @@ def test_celery_pods_probe_and_stop_as_compose_runs_them(manifests: Manifests) -
         assert worker["livenessProbe"]["exec"]["command"] == ["sh", "-c", shell[1].replace("$$", "$")]
         grace = manifests.workloads(overlay)["worker"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert grace > int(time_limit.group(1)), "a running task cannot finish within the grace period"
+        # The tasks' metrics, on the port and with the annotations of the web pods'.
+        assert worker["ports"] == [{"name": "metrics", "containerPort": 9464}]
+        annotations = manifests.workloads(overlay)["worker"]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == "9464"
         beat = manifests.container(overlay, "beat")
         assert beat["livenessProbe"]["exec"]["command"] == compose["beat"]["healthcheck"]["test"][1:]
         spec = manifests.workloads(overlay)["beat"]["spec"]
@@ -673,11 +677,17 @@ def test_service_runs_on_a_read_only_root_filesystem_within_its_resources(framew
             assert http_get(f"http://127.0.0.1:{metrics_port}/metrics")[0] == 200, logs["web"].read_text()
             usage = {"web": tree_rss_mib(web.pid)}
 
+            # The worker's metrics port: on the loopback, and not the web server's, on this one host.
+            worker_metrics_port = free_port()
             for name in ("worker", "beat"):
                 with logs[name].open("wb") as output:
-                    command = manifests.container(overlay, name)["command"]
+                    command = list(manifests.container(overlay, name)["command"])
+                    own = dict(env)
+                    if name == "worker":
+                        command[command.index("--host") + 1] = "127.0.0.1"
+                        own["METRICS_PORT"] = str(worker_metrics_port)
                     processes[name] = subprocess.Popen(
-                        confined(command, writable), cwd=image.app, env=env, stdout=output, stderr=subprocess.STDOUT
+                        confined(command, writable), cwd=image.app, env=own, stdout=output, stderr=subprocess.STDOUT
                     )
             probe = manifests.container(overlay, "worker")["livenessProbe"]["exec"]["command"]
 
@@ -691,6 +701,7 @@ def test_service_runs_on_a_read_only_root_filesystem_within_its_resources(framew
                 )
 
             wait_for(worker_answers, processes["worker"], logs["worker"], "the worker's liveness probe", timeout=90)
+            assert http_get(f"http://127.0.0.1:{worker_metrics_port}/metrics")[0] == 200, logs["worker"].read_text()
             usage["worker"] = tree_rss_mib(processes["worker"].pid)
             time.sleep(3)
             assert processes["beat"].poll() is None, logs["beat"].read_text()

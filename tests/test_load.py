@@ -7,15 +7,20 @@ loopback port, and `make loadtest` run headless for a few seconds with a few use
 must exit 0 with every route it used in its CSV statistics, grouped by route and not by id,
 no failure, and its reports ignored by git; the server must then stop cleanly on SIGTERM.
 The server's metrics, summed over its two workers, must count what Locust counted.
+
+The Celery worker runs beside it as deployed (`python -m <package>.run_worker`, two task
+processes): it must run every task the web process sent, as the two sides' metrics count them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import secrets
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ import pytest
 from conftest import UV, database_name, python_for, render, require_service, run, uv_env, web_layer_params
 
 from bench.harness import (
+    PACKAGE,
     Database,
     Server,
     free_port,
@@ -32,12 +38,14 @@ from bench.harness import (
     production_command,
     production_env,
 )
+from extensions import options
 
 ITEMS = "/api/v1/items"
 ITEM = "/api/v1/items/{item_id}"
 #: What a few seconds of the mix always reach: the creates of on_start, reads by id, lists.
 ALWAYS_USED = {("POST", ITEMS), ("GET", ITEM), ("GET", ITEMS)}
 ROUTES = (ITEMS, ITEM)
+PROCESS_ITEM = f"{PACKAGE}.tasks.process_item"
 ANSWERS = {"database": "postgresql", "cache": "redis", "task_queue": "celery", "broker": "redis", "ci": "none"}
 CASES = web_layer_params("load")
 #: Deletes the keys matching each pattern (argument pairs: Redis URL, pattern), with the service's redis client.
@@ -47,6 +55,26 @@ for url, pattern in zip(sys.argv[1::2], sys.argv[2::2]):
     for key in client.scan_iter(match=pattern):
         client.delete(key)
 """
+
+
+def worker_runs(worker: Server, url: str, *, until: float, timeout: float = 60) -> dict[str, float]:
+    """The worker's runs of the item processing by outcome, once it has run ``until`` of them
+    (or ``timeout`` has passed): its metrics port sums its task processes' counts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            metrics = http_get(url)[1].decode()
+            runs = {
+                state: sample(metrics, "celery_tasks_total", state=state, task=PROCESS_ITEM)
+                for state in ("succeeded", "failed", "retried")
+            }
+            if sum(runs.values()) >= until or time.monotonic() > deadline:
+                return runs
+        assert worker.process is not None
+        assert worker.process.poll() is None, f"the worker exited:\n{worker.tail()}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"the worker's metrics port did not answer:\n{worker.tail()}")
+        time.sleep(0.2)
 
 
 def stop_as_docker_does(server: Server) -> int | None:
@@ -80,6 +108,16 @@ def requests_by_route(metrics: str) -> dict[tuple[str, str], int]:
     return served
 
 
+def sample(metrics: str, name: str, **labels: str) -> float:
+    """The value of one series in a scrape (0 when it is not there)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    series = f"{name}{{{wanted}}}" if labels else name
+    for line in metrics.splitlines():
+        if line.startswith(f"{series} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def stats_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as file:
         return list(csv.DictReader(file))
@@ -96,13 +134,13 @@ def test_make_loadtest_runs_the_mix_against_the_production_server_without_failur
     assert not (service / ".venv" / "bin" / "locust").exists(), "`uv sync` installed the load group"
 
     namespace = f"loadtest-{secrets.token_hex(4)}"
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, worker_metrics_port = free_port(), free_port(), free_port()
     with Database(database_name(f"load-{name}"), require_service("postgres")) as database:
         env = production_env(
             DATABASE_URL=database.url,
             REDIS_URL=redis,
             CELERY_BROKER_URL=broker,
-            # Keys and a queue of this run's own, removed below: no worker consumes the tasks.
+            # Keys and a queue of this run's own, removed below.
             CACHE_NAMESPACE=namespace,
             CELERY_QUEUE=namespace,
             WEB_CONCURRENCY="2",
@@ -111,7 +149,13 @@ def test_make_loadtest_runs_the_mix_against_the_production_server_without_failur
         migrate(service, env)
         command = on_loopback(production_command(answers["framework"]), port)
         server = Server(command, service, env, tmp_path / "server.log")
+        # The worker's processes count into a directory of the test's, to see which of them ran tasks.
+        counted_in = tmp_path / "worker-metrics"
+        worker_env = {**env, "METRICS_PORT": str(worker_metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(counted_in)}
+        worker_command = ["python", "-m", f"{PACKAGE}.run_worker", "--loglevel", "INFO", "--concurrency", "2"]
+        worker = Server(worker_command, service, worker_env, tmp_path / "worker.log")
         try:
+            worker.start()
             server.start().wait_until_serving(f"http://127.0.0.1:{port}/readyz")
             variables = [f"HOST=http://127.0.0.1:{port}", "USERS=8", "SPAWN_RATE=8", "DURATION=5s"]
             locust = subprocess.run(
@@ -124,7 +168,10 @@ def test_make_loadtest_runs_the_mix_against_the_production_server_without_failur
                 timeout=180,
             )
             status, metrics = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+            sent = sample(metrics.decode(), "celery_tasks_sent_total", task=PROCESS_ITEM)
+            ran = worker_runs(worker, f"http://127.0.0.1:{worker_metrics_port}/metrics", until=sent)
         finally:
+            worker_stopped = stop_as_docker_does(worker)
             stopped = stop_as_docker_does(server)
             purge = [redis, f"{namespace}*", broker, f"*{namespace}*"]
             run([str(service / ".venv" / "bin" / "python"), "-c", PURGE, *purge], service)
@@ -151,6 +198,23 @@ def test_make_loadtest_runs_the_mix_against_the_production_server_without_failur
             counted = int(row["Request Count"])
             key = (row["Type"], row["Name"])
             assert counted <= served.get(key, 0) <= counted + 8, (key, counted, served)
+
+    # The pools of both workers, summed; the reads through the cache.
+    scraped = metrics.decode()
+    per_process = 10 if options.FRAMEWORKS[answers["framework"]].stack == "django" else 20
+    assert sample(scraped, "db_client_connection_max", pool_name="primary") == 2 * per_process
+    assert sample(scraped, "db_client_connection_count", pool_name="primary", state="idle") >= 1
+    assert sample(scraped, "cache_lookups_total", result="hit") > 0
+    assert sample(scraped, "cache_lookups_total", result="error") == 0
+
+    # Every task the web process sent, run by the worker's two task processes, which both counted
+    # (the main process, which imported the tasks, has files of its own).
+    assert sent > 0
+    assert ran == {"succeeded": sent, "failed": 0, "retried": 0}, worker.tail()
+    assert worker.process is not None
+    counting = {int(path.stem.rpartition("_")[2]) for path in counted_in.glob("counter_*.db")}
+    assert len(counting - {worker.process.pid}) == 2, worker.tail()
+    assert worker_stopped == 0, f"the worker exited {worker_stopped} on SIGTERM:\n{worker.tail()}"
 
     run(["git", "init", "--quiet"], service)
     untracked = run(["git", "status", "--porcelain", "--untracked-files=all"], service)

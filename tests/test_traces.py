@@ -70,7 +70,7 @@ def test_the_worker_continues_the_trace_of_the_request_that_queued_its_task(tmp_
         )
         migrate(service, env)
         web = Server(on_loopback(production_command("fastapi"), port), service, env, tmp_path / "web.log")
-        worker_command = ["celery", "-A", f"{PACKAGE}.worker", "worker", "--concurrency", "1", "--loglevel", "INFO"]
+        worker_command = ["python", "-m", f"{PACKAGE}.run_worker", "--concurrency", "1", "--loglevel", "INFO"]
         worker = Server(worker_command, service, env, tmp_path / "worker.log")
         try:
             web.start().wait_until_serving(f"http://127.0.0.1:{port}/healthz")

@@ -264,7 +264,7 @@ class Running:
 
     def requeue_pending_items(self) -> None:
         """Send the beat job's task, as ``celery call`` sends it."""
-        call = [*self.worker.command[:3], "call", f"{PACKAGE}.tasks.requeue_pending_items"]
+        call = ["celery", "-A", f"{PACKAGE}.worker", "call", f"{PACKAGE}.tasks.requeue_pending_items"]
         result = subprocess.run(
             call, cwd=self.worker.cwd, env=self.worker.env, capture_output=True, text=True, timeout=60, check=False
         )
