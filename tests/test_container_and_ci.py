@@ -239,7 +239,7 @@ def test_dockerfile_builds_with_uv_and_runs_slim_as_non_root(rendered: Rendered)
     users = [args for name, args in instructions if name == "USER"]
     assert users, "the image runs as root: no USER"
     assert users[-1].split(":")[0] not in {"root", "0"}
-    assert ("EXPOSE", "8000") in instructions
+    assert ("EXPOSE", "8000 9464") in instructions
 
 
 @pytest.mark.parametrize(("framework", "combo"), CASES)
