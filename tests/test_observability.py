@@ -36,10 +36,21 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from conftest import UV, database_name, python_for, render, require_service, run, unavailable, uv_env
+from conftest import (
+    UV,
+    database_name,
+    python_for,
+    render,
+    require_service,
+    run,
+    unavailable,
+    uv_env,
+    web_layer_params,
+)
 from test_load import PURGE
 
 from bench.harness import (
+    PROXY_HEADERS,
     Database,
     Server,
     free_port,
@@ -314,16 +325,17 @@ def scraping(service: Path, metrics_port: int) -> dict[str, Any]:
 
 
 def send_requests(base: str) -> None:
-    """A mix that reaches every route: creates, reads (one missing), a list, an update."""
+    """A mix that reaches every route: creates, reads (one missing), a list, an update; sent as
+    the TLS proxy forwards them (Django's production settings redirect plain HTTP)."""
     ids = []
     for name in ("Widget", "Gadget"):
-        status, body = http_post(f"{base}/api/v1/items", json.dumps({"name": name}).encode())
+        status, body = http_post(f"{base}/api/v1/items", json.dumps({"name": name}).encode(), PROXY_HEADERS)
         assert status == 201, body
         ids.append(json.loads(body)["id"])
     for item_id in (*ids, ids[0], 10**9):
-        http_get(f"{base}/api/v1/items/{item_id}")
-    http_get(f"{base}/api/v1/items")
-    assert http_patch(f"{base}/api/v1/items/{ids[0]}", b'{"name": "Sprocket"}')[0] == 200
+        http_get(f"{base}/api/v1/items/{item_id}", PROXY_HEADERS)
+    http_get(f"{base}/api/v1/items", PROXY_HEADERS)
+    assert http_patch(f"{base}/api/v1/items/{ids[0]}", b'{"name": "Sprocket"}', PROXY_HEADERS)[0] == 200
 
 
 @pytest.mark.parametrize("combo", [pytest.param("full", marks=pytest.mark.xdist_group("observability-full"))])
@@ -369,3 +381,51 @@ def test_every_dashboard_query_evaluates_on_prometheus_scraping_the_service(
         if {family(name) for name in answer["metrics"]} <= REQUEST_METRICS:
             values = [float(sample["value"][1]) for sample in answer["data"]["result"]]
             assert values and all(math.isfinite(value) for value in values), f"{query}: {answer['data']}"
+
+
+@pytest.mark.parametrize(("name", "answers"), web_layer_params("observability-scraped"))
+def test_prometheus_answers_each_web_layers_request_rate_by_route(
+    name: str, answers: dict[str, Any], tmp_path: Path
+) -> None:
+    """A real Prometheus scrapes each web layer's production server (two workers) and answers
+    the request rate by route template, as the dashboard's first panel asks it."""
+    redis = require_service("redis")
+    service = render(tmp_path / "service", {**BASE, **COMBOS["full"], "task_queue": "none", **answers})
+    run([UV, "sync", "--quiet", "--no-dev", "--python", python_for("3.13")], service, uv_env())
+    namespace = f"observability-{secrets.token_hex(4)}"
+    port, metrics_port = free_port(), free_port()
+    with Database(database_name(f"scraped-{name}"), require_service("postgres")) as database:
+        env = production_env(
+            DATABASE_URL=database.url,
+            REDIS_URL=redis,
+            CACHE_NAMESPACE=namespace,
+            METRICS_PORT=str(metrics_port),
+            WEB_CONCURRENCY="2",
+        )
+        migrate(service, env)
+        command = on_loopback(production_command(answers["framework"]), port)
+        server = Server(command, service, env, tmp_path / "server.log")
+        prometheus_dir = tmp_path / "prometheus"
+        prometheus_dir.mkdir()
+        try:
+            server.start().wait_until_serving(f"http://127.0.0.1:{port}/readyz")
+            with Prometheus(scraping(service, metrics_port), prometheus_dir) as prometheus:
+                prometheus.scraped_after(0)
+                for _ in range(2):
+                    send_requests(f"http://127.0.0.1:{port}")
+                    prometheus.scraped_after(time.time())
+                answer = prometheus.query(
+                    "sum by (http_route, http_request_method) (rate(http_server_request_duration_seconds_count[1m]))"
+                )
+        finally:
+            server.stop()
+            run([str(service / ".venv" / "bin" / "python"), "-c", PURGE, redis, f"{namespace}*"], service)
+    rates = {
+        (r["metric"]["http_request_method"], r["metric"]["http_route"]): float(r["value"][1])
+        for r in answer["data"]["result"]
+    }
+    assert {("POST", "/api/v1/items"), ("GET", "/api/v1/items/{item_id}"), ("GET", "/api/v1/items")} <= set(rates), (
+        rates
+    )
+    assert all(rate > 0 for rate in rates.values()), rates
+    assert not any(route.startswith(("/healthz", "/readyz")) for _, route in rates), rates
