@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
+from timings import pytest_configure  # noqa: F401  (the time per file and combination, at the end)
+
 from bench.harness import Database
 from extensions import dependencies, options
 
