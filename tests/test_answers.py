@@ -20,7 +20,7 @@ from typing import Any
 import copier
 import pytest
 import yaml
-from conftest import BIN, REPO, database_name, options, require_service, run, snapshot, uv_env, uv_sync
+from conftest import BIN, REPO, database_name, mypy, options, require_service, run, snapshot, uv_env, uv_sync
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -201,7 +201,7 @@ def test_awkward_answers_give_a_service_that_passes_its_own_checks(tmp_path: Pat
     service = copy(tmp_path / "service", answers)
     assert_clean(service, answers)
     bin_dir = uv_sync(service, "3.13")
-    run([str(bin_dir / "mypy")], service)
+    mypy(service, bin_dir, "3.13")
     env = uv_env()
     for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
         env.pop(name, None)

@@ -21,6 +21,7 @@ import yaml
 from conftest import (
     combo_id,
     database_name,
+    mypy,
     options,
     render,
     require_service,
@@ -195,7 +196,7 @@ def test_ruff_check_and_format_are_clean(project: Project) -> None:
 
 @pytest.mark.parametrize("combo", PARAMS)
 def test_mypy_strict_is_clean(project: Project) -> None:
-    run([str(project.bin / "mypy")], project.path)
+    mypy(project.path, project.bin, project.combo["python_version"])
 
 
 def psql(url: str, sql: str) -> str:
