@@ -4,7 +4,8 @@ the dashboard, checked as far as this machine can run them.
 Two combinations are rendered once each: one with every dependency (PostgreSQL, Redis, Celery)
 and one with none (SQLite). Prometheus' own ``promtool check config`` checks the rendered
 ``prometheus.yml``; the dashboard is checked as Grafana reads it (schema version, grid, panels
-on the provisioned data source's uid) and must use only the metrics the service has.
+on the provisioned data source's uid), type-checked against Grafana's published schema (npm's
+``@grafana/schema``, with TypeScript's compiler), and must use only the metrics the service has.
 
 Then the dashboard is evaluated for real: the generated service's production server runs on the
 machine's PostgreSQL and Redis (with no broker, its tasks run in the server) with its metrics
@@ -16,8 +17,8 @@ evaluate; the request metrics' panels must have data.
 
 Grafana and the OpenTelemetry Collector are not Debian packages and Docker is not here, so
 neither runs in these tests: the collector's configuration is checked for consistency with
-compose and the Makefile (tests/test_container_and_ci.py), the dashboard by its structure and
-its queries.
+compose and the Makefile (tests/test_container_and_ci.py), the dashboard by Grafana's schema,
+its structure and its queries.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import yaml
 from conftest import (
     UV,
     database_name,
+    npm_packages,
     python_for,
     render,
     require_service,
@@ -258,6 +260,74 @@ def test_dashboard_is_grafanas_json_on_the_provisioned_prometheus(service: Path,
     # Rows head their panels: the first panel is a row, and no row is left empty.
     kinds = [panel["type"] for panel in sorted(panels, key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))]
     assert kinds[0] == "row" and kinds[-1] != "row" and "row,row" not in ",".join(kinds)
+
+
+#: Grafana's schema as Grafana publishes it: TypeScript types generated from its CUE definitions,
+#: the dashboard's and each panel plugin's, checked by TypeScript's compiler.
+GRAFANA_SCHEMA_NPM = ["@grafana/schema@13.2.3", "typescript@5.9.3"]
+SCHEMA_CHECK = """import type {{ Dashboard }} from "@grafana/schema/dist/esm/raw/dashboard/x/Dashboard_types.gen";
+import type {{ FieldConfig, Options }} from
+  "@grafana/schema/dist/esm/raw/composable/timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen";
+
+// The JSON as Grafana reads it: an enum written as its value, and a field left out taking
+// Grafana's default (the types make fields with a default required).
+type AsJson<T> = T extends string ? `${{T}}`
+  : T extends readonly (infer U)[] ? AsJson<U>[]
+  : T extends object ? {{ [K in keyof T]?: AsJson<T[K]> }}
+  : T;
+
+export const dashboard = {board} satisfies AsJson<Dashboard>;
+export const options = {options} satisfies AsJson<Options>[];
+export const custom = {custom} satisfies AsJson<FieldConfig>[];
+"""
+TSCONFIG = {
+    "compilerOptions": {
+        "strict": True,
+        "noEmit": True,
+        "module": "nodenext",
+        "moduleResolution": "nodenext",
+        "target": "es2022",
+        "types": [],
+    },
+    "files": ["check.ts"],
+}
+
+
+def grafana_schema_errors(board: dict[str, Any], workdir: Path) -> str:
+    """TypeScript's errors on the dashboard against Grafana's published types ("" if none):
+    unknown keys (a misspelling), wrong types and enum values, in the dashboard, its panels
+    and the time series panels' options and field configuration."""
+    modules = npm_packages("grafana-schema", GRAFANA_SCHEMA_NPM, "typescript/bin/tsc")
+    if modules is None:
+        unavailable(f"node and npm are needed to install {' and '.join(GRAFANA_SCHEMA_NPM)} from the npm registry")
+    series = [panel for panel in board["panels"] if panel["type"] == "timeseries"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "node_modules").symlink_to(modules)
+    (workdir / "tsconfig.json").write_text(json.dumps(TSCONFIG))
+    (workdir / "check.ts").write_text(
+        SCHEMA_CHECK.format(
+            board=json.dumps(board, indent=1),
+            options=json.dumps([panel.get("options", {}) for panel in series], indent=1),
+            custom=json.dumps([panel["fieldConfig"]["defaults"].get("custom", {}) for panel in series], indent=1),
+        )
+    )
+    tsc = [str(shutil.which("node")), str(modules / "typescript" / "bin" / "tsc"), "-p", str(workdir)]
+    result = subprocess.run(tsc, capture_output=True, text=True, timeout=120, check=False)
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("combo", CASES)
+def test_dashboard_type_checks_against_grafanas_published_schema(service: Path, combo: str, tmp_path: Path) -> None:
+    board = dashboard(service)
+    assert grafana_schema_errors(board, tmp_path / "valid") == ""
+    # The check finds what Grafana would not read: a misspelt key, a value outside an enum.
+    broken = json.loads(json.dumps(board))
+    broken["schemaVersoin"] = broken.pop("schemaVersion")
+    legend = next(panel for panel in broken["panels"] if panel["type"] == "timeseries")["options"]["legend"]
+    legend["displayMode"] = "lists"
+    errors = grafana_schema_errors(broken, tmp_path / "broken")
+    assert """'"schemaVersoin"' does not exist""" in errors, errors
+    assert """Type '"lists"' is not assignable""" in errors, errors
 
 
 @pytest.mark.parametrize("combo", CASES)
