@@ -88,6 +88,8 @@ def clean_env() -> dict[str, str]:
     drop = ("VIRTUAL_ENV", "UV_PROJECT", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.pop("PYTHONPATH", None)
+    # Each process would compile every module it imports again (tests/conftest.py, uv_env).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["UV_PYTHON_DOWNLOADS"] = "never"
     return env
 

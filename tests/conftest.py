@@ -105,9 +105,17 @@ def python_for(version: str) -> str:
 
 
 def uv_env() -> dict[str, str]:
+    """The environment for a service's commands: its own uv project and interpreter.
+
+    Python writes its bytecode there. Where the machine sets PYTHONDONTWRITEBYTECODE (this one
+    does), every process of a service would compile each module it imports from source again:
+    about 2.8 s of CPU to import a FastAPI service's app and its test tools, against 1.1 s with
+    the bytecode its first process wrote, and the suite starts hundreds of them.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_PROJECT"))}
     env["UV_PYTHON_DOWNLOADS"] = "never"
     env.pop("PYTHONPATH", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
