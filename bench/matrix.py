@@ -1,6 +1,6 @@
 """The test matrix: tests/test_generated.py as `uv run pytest` runs it, timed by phase.
 
-Rendering plus every check of every runtime combination (or of a ``-k`` selection): the wall
+Rendering plus every check of every combination the tests render (or of a ``-k`` selection): the wall
 time of the whole run, and where it goes, summed over the xdist workers (see matrix_plugin).
 """
 

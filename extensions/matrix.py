@@ -36,8 +36,8 @@ class MatrixError(ValueError):
 def combinations(mode: str = "full", **filters: Any) -> list[dict[str, Any]]:
     """The combinations to test, as full answer sets.
 
-    ``full``: every runtime combination, with the static options chosen so every pair of
-    values appears too. ``pairwise``: a small set in which every pair of values appears.
+    ``full``: what the template's tests render, every combination of interacting values
+    (``options.INTERACTIONS``) with every pair of values of all the options. ``pairwise``: a small set in which every pair of values appears.
     """
     chosen = options.covering_renders(**filters) if mode == "full" else options.pairwise_combinations(**filters)
     if not chosen:
@@ -120,7 +120,7 @@ def parser() -> argparse.ArgumentParser:
         dest="mode",
         action="store_const",
         const="full",
-        help="every runtime combination, statics varied to cover every pair (the default)",
+        help="every combination of interacting values, and every pair of values (the default)",
     )
     mode.add_argument(
         "--pairwise", dest="mode", action="store_const", const="pairwise", help="every pair of values at least once"

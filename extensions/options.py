@@ -2,8 +2,8 @@
 
 This module is the single source of truth for what servicecraft supports. The copier.yml
 validators call :func:`answer_error` through the Jinja extension, the template's tests
-enumerate :func:`runtime_combinations` and :func:`pairwise_combinations`, and the CI matrix
-generator prints them. It imports nothing but the standard library, so copier can load it
+render :func:`covering_renders` (what :data:`INTERACTIONS` says must be tested together) and
+:func:`pairwise_combinations`, and the CI matrix generator prints them. It imports nothing but the standard library, so copier can load it
 from a template checkout without installing anything.
 """
 
@@ -146,10 +146,21 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "ci": ("github", "gitlab", "none"),
 }
 
-#: Options whose values change what the service does at run time. The template's tests
-#: render and run every valid combination of these; the others are covered pairwise.
+#: Options whose values change what the service does at run time; the others change only files
+#: around it (license, Python version, Docker, CI).
 RUNTIME_OPTIONS: tuple[str, ...] = ("framework", "django_api", "database", "cache", "task_queue", "broker")
 STATIC_OPTIONS: tuple[str, ...] = ("license", "python_version", "docker", "ci")
+
+#: Runtime options, and facts of them, whose values the service's code combines: the template's
+#: tests render and run every valid combination of the values of each group; every other pair of
+#: values appears at least once (:func:`covering_renders`). The web layer, the data layer, the
+#: cache and the task queue meet in each framework's code. The broker is read by Celery's code,
+#: which each stack has once (``facts()["stack"]``: async, sync or Django): it meets the stack,
+#: the database and the cache in every combination, and each framework in one at least.
+INTERACTIONS: tuple[tuple[str, ...], ...] = (
+    ("framework", "django_api", "database", "cache", "task_queue"),
+    ("stack", "database", "cache", "task_queue", "broker"),
+)
 
 #: Top-level modules that a generated service, its tests or its tools import, for every option:
 #: the dependencies in dependencies.py and what they bring in, the load test's Locust included
@@ -801,17 +812,52 @@ def pairwise_combinations(**filters: Any) -> list[dict[str, Any]]:
     return chosen
 
 
+def interactions(combo: Mapping[str, Any]) -> Iterator[tuple[tuple[str, Any], ...]]:
+    """The combination's values of each group of :data:`INTERACTIONS` (facts worked out), leaving
+    out the options it does not have (``django_api`` without Django, ``broker`` without Celery)."""
+    values = {**combo, **facts(combo)}
+    for group in INTERACTIONS:
+        yield tuple((name, values[name]) for name in group if name in values)
+
+
+def required_interactions(**filters: Any) -> set[tuple[tuple[str, Any], ...]]:
+    """Every combination of interacting values that some valid runtime combination has."""
+    return {values for combo in runtime_combinations(**filters) for values in interactions(combo)}
+
+
+def interacting_combinations(**filters: Any) -> list[dict[str, Any]]:
+    """Runtime combinations, in :func:`runtime_combinations`' order, that hold every combination
+    of interacting values and every pair of runtime values.
+
+    Greedy: the combination that adds the most of both is taken until none is missing; ties go
+    to the earliest, so the set is the same from run to run.
+    """
+    runtime = runtime_combinations(**filters)
+
+    def needs(combo: Mapping[str, Any]) -> set[Any]:
+        return set(interactions(combo)) | set(_pairs(combo, RUNTIME_OPTIONS))
+
+    missing = set().union(*(needs(combo) for combo in runtime))
+    chosen: list[int] = []
+    while missing:
+        best = max(range(len(runtime)), key=lambda i: len(missing.intersection(needs(runtime[i]))))
+        chosen.append(best)
+        missing.difference_update(needs(runtime[best]))
+    return [runtime[i] for i in sorted(chosen)]
+
+
 def covering_renders(**filters: Any) -> list[dict[str, Any]]:
-    """Every runtime combination once, with static answers chosen so all pairs are covered.
+    """The renders the template's tests run: every combination of interacting values
+    (:func:`interacting_combinations`), and every pair of values of all the options.
 
     Each runtime combination gets the static answers that cover the most pairs not yet
-    seen; if a pair is still missing after that, pairwise picks are appended. The set is
-    what the template's tests render: the runtime options exhaustively, the rest pairwise.
+    seen; if a pair is still missing after that, pairwise picks are appended.
     """
     options = RUNTIME_OPTIONS + STATIC_OPTIONS
     statics = _static_assignments(**filters)
-    runtime = runtime_combinations(**filters)
-    uncovered = {pair for combo in runtime for static in statics for pair in _pairs({**combo, **static}, options)}
+    runtime = interacting_combinations(**filters)
+    every = runtime_combinations(**filters)
+    uncovered = {pair for combo in every for static in statics for pair in _pairs({**combo, **static}, options)}
     renders: list[dict[str, Any]] = []
     for combo in runtime:
         best = max(({**combo, **s} for s in statics), key=lambda c: len(uncovered.intersection(_pairs(c, options))))

@@ -1,9 +1,10 @@
-"""Every runtime combination rendered, checked statically, and tested for real.
+"""Every combination of the options that act together rendered, checked statically, and tested for real.
 
-The runtime options (framework, database, cache, task queue, broker) are rendered
-exhaustively; the static ones (license, Python version, Docker, CI) ride along so that every
-pair of values appears at least once (``options.covering_renders``). Each combination's tests
-form one xdist group, so one worker renders it once and runs all its checks.
+Every combination of the framework, database, cache and task queue is rendered, and the broker
+meets each stack's Celery code (async, sync, Django) with every database and cache
+(``options.INTERACTIONS``); the rest ride along so that every pair of values of all the options
+appears at least once (``options.covering_renders``). Each combination's tests form one xdist
+group, so one worker renders it once and runs all its checks.
 """
 
 from __future__ import annotations

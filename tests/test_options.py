@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -123,14 +124,35 @@ def test_pairwise_set_covers_every_valid_pair_and_is_small() -> None:
     assert all(options.is_valid(c) for c in chosen)
 
 
-def test_covering_renders_hold_every_runtime_combination_and_every_pair() -> None:
+def test_covering_renders_hold_every_interacting_combination_and_every_pair() -> None:
     renders = options.covering_renders()
     runtime = [{k: v for k, v in r.items() if k in options.RUNTIME_OPTIONS} for r in renders]
-    assert all(c in runtime for c in options.runtime_combinations())
+    assert runtime == options.interacting_combinations()
+    assert {values for combo in renders for values in options.interactions(combo)} == options.required_interactions()
     covered = {
         pair for combo in renders for pair in options._pairs(combo, options.RUNTIME_OPTIONS + options.STATIC_OPTIONS)
     }
     assert covered == options.required_pairs()
+    assert all(options.is_valid(c) for c in renders)
+
+
+def test_every_framework_data_cache_and_queue_combination_is_rendered_and_the_broker_by_stack() -> None:
+    """What INTERACTIONS asks for, spelled out: the first group is every runtime combination but
+    the broker's; the broker meets each stack with each database and cache, both brokers each."""
+    renders = options.covering_renders()
+
+    def without_broker(combos: list[dict[str, Any]]) -> set[tuple[tuple[str, Any], ...]]:
+        return {
+            tuple(sorted((k, v) for k, v in c.items() if k in options.RUNTIME_OPTIONS and k != "broker"))
+            for c in combos
+        }
+
+    assert without_broker(renders) == without_broker(options.runtime_combinations())
+    by_stack = {(options.facts(c)["stack"], c["database"], c["cache"], c["broker"]) for c in renders if "broker" in c}
+    celery = [c for c in options.runtime_combinations() if c["task_queue"] == "celery"]
+    assert by_stack == {(options.facts(c)["stack"], c["database"], c["cache"], c["broker"]) for c in celery}
+    # Fewer renders than the runtime product: a broker is not tried with every framework's every row.
+    assert len(renders) < len(options.runtime_combinations())
 
 
 def test_filters_narrow_the_combinations() -> None:
