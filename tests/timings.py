@@ -26,7 +26,10 @@ class Timings:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.tests[report.nodeid] += report.duration
+        test_id = report.nodeid
+        if "]@" in test_id:  # xdist's loadgroup adds "@<group>" to the id of a grouped test
+            test_id = test_id.split("]@", 1)[0] + "]"
+        self.tests[test_id] += report.duration
 
     def by(self, key: str) -> dict[str, float]:
         """Seconds per file (``key="file"``) or per combination of tests/test_generated.py."""
