@@ -65,6 +65,14 @@ def combo_id(combo: Mapping[str, Any]) -> str:
     return "-".join(str(combo[q]) for q in options.RUNTIME_OPTIONS if q in combo)
 
 
+#: The generated contract test's short run (tests/test_contract.py: every operation's boundary values
+#: and the stateful phase, 10 random inputs each). Its full run (50, the generated default) goes to
+#: one combination of each web layer and database in tests/test_generated.py (CONTRACT_FULL): the
+#: API depends on those alone, so the suites run again elsewhere (through PgBouncer, after an
+#: update, with awkward answers) explore it briefly.
+SHORT_CONTRACT = {"CONTRACT_EXAMPLES": "10"}
+
+
 def unavailable(message: str) -> NoReturn:
     """Skip the test for want of something this machine lacks, or fail it under CI=true, where
     nothing may be missing (a skipped test there would hide that it never ran)."""

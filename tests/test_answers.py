@@ -20,7 +20,19 @@ from typing import Any
 import copier
 import pytest
 import yaml
-from conftest import BIN, REPO, database_name, mypy, options, require_service, run, snapshot, uv_env, uv_sync
+from conftest import (
+    BIN,
+    REPO,
+    SHORT_CONTRACT,
+    database_name,
+    mypy,
+    options,
+    require_service,
+    run,
+    snapshot,
+    uv_env,
+    uv_sync,
+)
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -206,4 +218,5 @@ def test_awkward_answers_give_a_service_that_passes_its_own_checks(tmp_path: Pat
     for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
         env.pop(name, None)
     with Database(database_name(f"awkward-{framework}"), require_service("postgres")) as database:
-        run([str(bin_dir / "pytest"), "-q", "-p", "no:cacheprovider"], service, {**env, "DATABASE_URL": database.url})
+        pytest_cmd = [str(bin_dir / "pytest"), "-q", "-p", "no:cacheprovider"]
+        run(pytest_cmd, service, {**env, **SHORT_CONTRACT, "DATABASE_URL": database.url})

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import (
+    SHORT_CONTRACT,
     combo_id,
     database_name,
     mypy,
@@ -52,7 +53,7 @@ CONTRACT_FULL = {api_of(c): combo_id(c) for c in reversed(RENDERS)}
 
 
 def contract_examples(combo: dict[str, Any]) -> str:
-    return "50" if CONTRACT_FULL[api_of(combo)] == combo_id(combo) else "10"
+    return "50" if CONTRACT_FULL[api_of(combo)] == combo_id(combo) else SHORT_CONTRACT["CONTRACT_EXAMPLES"]
 
 
 #: Jinja delimiters; ``${{`` is GitHub Actions' own syntax and allowed.
@@ -291,5 +292,5 @@ def test_runs_with_no_external_service_at_all(project: Project) -> None:
     for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
         env.pop(name, None)
     # The contract's full run is on SQLite's own combination (CONTRACT_FULL); a short one here.
-    env["CONTRACT_EXAMPLES"] = "10"
+    env.update(SHORT_CONTRACT)
     run([str(project.bin / "pytest"), "-q", "-p", "no:cacheprovider"], project.path, env)

@@ -51,6 +51,7 @@ from conftest import (
     BIN,
     EXCLUDED_PYDANTIC,
     REPO,
+    SHORT_CONTRACT,
     actionlint,
     assert_extensions_of,
     change_extensions,
@@ -496,7 +497,7 @@ def test_update_keeps_team_edits_migrates_answers_and_passes_its_tests(
     assert "celery[redis]" in (service / "pyproject.toml").read_text()
 
     bin_dir = uv_sync(service, "3.13")
-    run([str(bin_dir / "pytest"), "-q", "-p", "no:cacheprovider"], service, git_env())
+    run([str(bin_dir / "pytest"), "-q", "-p", "no:cacheprovider"], service, {**git_env(), **SHORT_CONTRACT})
 
 
 def test_an_answer_asked_only_with_celery_comes_back_as_its_default(template_repo: Path, tmp_path: Path) -> None:

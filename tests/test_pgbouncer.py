@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import (
     BASE_ANSWERS,
+    SHORT_CONTRACT,
     WEB_LAYERS,
     database_name,
     render,
@@ -195,7 +196,7 @@ def test_own_test_suite_passes_through_pgbouncer(layer: str, service: Service, p
     combo = {**BASE_ANSWERS, **SERVICE, **WEB_LAYERS[layer]}
     with Database(database_name(f"pgbouncer-{layer}"), pgbouncer.server_url) as database:
         env = service_env(combo, None)
-        env.update(DATABASE_URL=pgbouncer.url(database.name), DATABASE_PGBOUNCER="true")
+        env.update(DATABASE_URL=pgbouncer.url(database.name), DATABASE_PGBOUNCER="true", **SHORT_CONTRACT)
         output = run([str(service.bin / "pytest"), "-q", "-p", "no:cacheprovider", "-rs"], service.path, env)
         # The run's own database was made, used and dropped through PgBouncer.
         assert transactions_through(pgbouncer, database.name) > 0, pgbouncer.show("STATS")
