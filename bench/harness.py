@@ -125,10 +125,30 @@ def session_cpu_seconds(session: int) -> float:
     return total / ticks
 
 
+#: The kernel's ephemeral ports, which outgoing connections take their source port from.
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: Where free_port looks: above the well-known services' ports, below the ephemeral range.
+LISTEN_PORTS_FROM = 10_000
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, for a server about to start.
+
+    Chosen below the ephemeral range: a port the kernel hands out for ``bind(0)`` comes from that
+    range, and another process's connection to PostgreSQL or Redis can take it as its source port
+    before the server binds it ("Address already in use": seen when the benchmark started four
+    servers at once). Random, so the two xdist workers seldom try the same one; checked by binding.
+    """
+    first_ephemeral = int(EPHEMERAL_PORTS.read_text().split()[0]) if EPHEMERAL_PORTS.exists() else 32768
+    for _ in range(200):
+        port = secrets.choice(range(LISTEN_PORTS_FROM, first_ephemeral))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {LISTEN_PORTS_FROM} and {first_ephemeral}")
 
 
 def on_loopback(command: list[str], port: int) -> list[str]:
