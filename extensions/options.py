@@ -3,8 +3,8 @@
 This module is the single source of truth for what servicecraft supports. The copier.yml
 validators call :func:`answer_error` through the Jinja extension, the template's tests
 render :func:`covering_renders` (what :data:`INTERACTIONS` says must be tested together) and
-:func:`pairwise_combinations`, and the CI matrix generator prints them. It imports nothing but the standard library, so copier can load it
-from a template checkout without installing anything.
+:func:`pairwise_combinations`, and the CI matrix generator prints them. It imports nothing but
+the standard library, so copier can load it from a template checkout without installing anything.
 """
 
 from __future__ import annotations
