@@ -12,7 +12,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO, python_for, render, run, uv_env
+
+from bench.harness import free_port
 
 #: One async framework, and the two sync ones (Flask's SQLAlchemy, Django's ORM).
 FRAMEWORKS = ["fastapi", "flask", "django"]
@@ -51,12 +52,6 @@ def newcomer_env() -> dict[str, str]:
         env.pop(name, None)
     env["UV_PYTHON"] = python_for("3.13")
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def call(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
