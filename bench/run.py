@@ -3,9 +3,10 @@
 Sections (``--sections``): ``render`` (copier in-process and on the command line, per
 framework, and the whole combination set), ``matrix`` (the template's test_generated.py, with
 its time split into environment setup, rendering, static checks and generated tests),
-``first-request`` (``copier copy --defaults`` to the first 200 from /healthz) and ``serving``
-(the production command under wrk, against the bare framework). ``--quick`` shortens every
-measurement and repeats none: to check the harness, not to quote.
+``first-request`` (``copier copy --defaults`` to the first 200 from /healthz), ``serving`` (the
+production command under wrk, against the bare framework) and ``bookkeeping`` (the request
+metrics' updates timed in-process). ``--quick`` shortens every measurement and repeats none: to
+check the harness, not to quote.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 from bench import harness, report
 from bench.harness import Config
 
-SECTIONS = ("render", "matrix", "first-request", "serving")
+SECTIONS = ("render", "matrix", "first-request", "serving", "bookkeeping")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -7,12 +7,13 @@ it reads and writes what it measures correctly.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import harness, report, serving, stats, wrk
+from bench import bookkeeping, harness, report, serving, stats, wrk
 
 WRK_REPORT = """Running 8s test @ http://127.0.0.1:8000/healthz
   1 threads and 32 connections
@@ -171,6 +172,11 @@ def fake_results() -> dict[str, Any]:
                     "fastapi": {"total": s(9.0), "phases": {"copy": s(4.0), "sync": s(2.0), "serve": s(3.0)}},
                 }
             },
+            "bookkeeping": {
+                "framework": "starlette",
+                "calls": 1000,
+                "modes": {"multiprocess": {"shipped": s(6.0, 7.0), "labelled": s(12.0, 13.0), "ratio": s(0.5, 0.6)}},
+            },
         },
     }
 
@@ -184,6 +190,23 @@ def test_markdown_has_a_row_per_measurement_with_spread_ratio_and_failure() -> N
     assert "| fastapi | 1.10 (1.00–1.20) | 2.00 |" in text
     assert "| generated tests | 100 | 50% |" in text
     assert "| fastapi | 9.00 | 4.00 | 2.00 | 3.00 |" in text
+    assert "| multiprocess | 6.5 (6.0–7.0) | 12.5 (12.0–13.0) | 0.55× (0.50×–0.60×) |" in text
+
+
+def test_the_bookkeeping_script_uses_what_the_metrics_module_defines() -> None:
+    """bench/bookkeeping.py times the service's own functions; a rename there must fail here."""
+    source = (harness.REPO / "template" / "src" / "{{ package_name }}" / "metrics.py.jinja").read_text()
+    used = set(re.findall(r"metrics\.(\w+)", bookkeeping.SCRIPT))
+    assert used == {
+        "request_started",
+        "request_finished",
+        "method_label",
+        "ACTIVE_REQUESTS",
+        "REQUEST_DURATION",
+        "route_template",
+    }
+    for name in used:
+        assert re.search(rf"^(def {name}\(|{name} = )", source, re.MULTILINE), name
 
 
 def test_results_are_written_as_json_markdown_and_a_plot(tmp_path: Path) -> None:
