@@ -90,6 +90,10 @@ PINS: dict[str, str] = {
     # The SQLAlchemy instrumentation imports SQLAlchemy's asyncio extension, which needs greenlet
     # (since SQLAlchemy 2.1 no longer a dependency of its own): the sync stack installs it too.
     "greenlet": ">=3.1,<4",
+    # Bearer tokens (auth.py, auth=oidc): JWTs and JWKs with cryptography's algorithms. 2.13.0
+    # fixed CVE-2026-48526; python-jose, the other common choice, has an open algorithm-confusion
+    # report (#419) and few releases.
+    "pyjwt[crypto]": ">=2.15,<3",
     # Error reports (telemetry.py); 3.0 rebuilds tracing on OpenTelemetry and changes the API.
     "sentry-sdk": ">=2.75,<3",
     # development
@@ -207,6 +211,8 @@ def _names(answers: Mapping[str, Any], stack: str) -> list[str]:
         names.append("redis[hiredis]")
     if answers["task_queue"] == "celery":
         names.append("celery[redis]" if answers.get("broker") == "redis" else "celery")
+    if answers.get("auth") == "oidc":
+        names.append("pyjwt[crypto]")
     return names + _telemetry_names(answers, stack)
 
 

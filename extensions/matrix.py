@@ -47,7 +47,7 @@ def combinations(mode: str = "full", **filters: Any) -> list[dict[str, Any]]:
 
 def name(combo: dict[str, Any]) -> str:
     """A job name: the runtime values, then the static ones (``docker`` / ``no-docker`` for flags)."""
-    runtime = "-".join(str(combo[q]) for q in options.RUNTIME_OPTIONS if q in combo)
+    runtime = options.label(combo)
     static = [
         (q if combo[q] else f"no-{q}") if isinstance(combo[q], bool) else str(combo[q])
         for q in options.STATIC_OPTIONS

@@ -142,13 +142,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "cache": ("redis", "none"),
     "task_queue": ("celery", "none"),
     "broker": ("redis", "rabbitmq"),
+    # "oidc": the API is an OAuth 2.0 resource server, accepting bearer JWTs from an OpenID
+    # Connect provider; "none": open to anyone who can reach it.
+    "auth": ("none", "oidc"),
     "docker": (True, False),
     "ci": ("github", "gitlab", "none"),
 }
 
 #: Options whose values change what the service does at run time; the others change only files
 #: around it (license, Python version, Docker, CI).
-RUNTIME_OPTIONS: tuple[str, ...] = ("framework", "django_api", "database", "cache", "task_queue", "broker")
+RUNTIME_OPTIONS: tuple[str, ...] = ("framework", "django_api", "database", "cache", "task_queue", "broker", "auth")
 STATIC_OPTIONS: tuple[str, ...] = ("license", "python_version", "docker", "ci")
 
 #: Runtime options, and facts of them, whose values the service's code combines: the template's
@@ -156,11 +159,16 @@ STATIC_OPTIONS: tuple[str, ...] = ("license", "python_version", "docker", "ci")
 #: values appears at least once (:func:`covering_renders`). The web layer, the data layer, the
 #: cache and the task queue meet in each framework's code. The broker is read by Celery's code,
 #: which each stack has once (``facts()["stack"]``: async, sync or Django): it meets the stack,
-#: the database and the cache in every combination, and each framework in one at least.
+#: the database and the cache in every combination, and each framework in one at least. Token
+#: checks live in each web layer's code, so every framework meets both values of ``auth``.
 INTERACTIONS: tuple[tuple[str, ...], ...] = (
     ("framework", "django_api", "database", "cache", "task_queue"),
     ("stack", "database", "cache", "task_queue", "broker"),
+    ("framework", "django_api", "auth"),
 )
+
+#: The web layers whose API takes ``auth=oidc`` so far; the others refuse it (``answer_error``).
+OIDC_FRAMEWORKS: tuple[str, ...] = ("fastapi",)
 
 #: Top-level modules that a generated service, its tests or its tools import, for every option:
 #: the dependencies in dependencies.py and what they bring in, the load test's Locust included
@@ -190,6 +198,7 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "brotli",
         "celery",
         "certifi",
+        "cffi",
         "cfgv",
         "charset_normalizer",
         "click",
@@ -199,6 +208,7 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "configargparse",
         "conftest",
         "corsheaders",
+        "cryptography",
         "data_layer",
         "dateutil",
         "deprecated",
@@ -253,6 +263,7 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "jsonschema_path",
         "jsonschema_rs",
         "jsonschema_specifications",
+        "jwt",
         "kombu",
         "lazy_object_proxy",
         "librt",
@@ -293,6 +304,7 @@ SERVICE_MODULES: frozenset[str] = frozenset(
         "psycopg_binary",
         "psycopg_pool",
         "py",
+        "pycparser",
         "pydantic",
         "pydantic_core",
         "pydantic_settings",
@@ -402,6 +414,7 @@ SERVICE_DISTRIBUTIONS: frozenset[str] = frozenset(
         "opentelemetry-semantic-conventions",
         "opentelemetry-util-http",
         "protobuf",
+        "pyjwt",
         "pyrate-limiter",
         "pytest-xdist",
         "python-dateutil",
@@ -713,6 +726,12 @@ def answer_error(question: str, answers: Mapping[str, Any]) -> str:
             "database 'none' with cache 'none' leaves the service nowhere to keep its data: "
             "choose cache 'redis' (Redis then stores the example resource) or a database."
         )
+    if question == "auth" and value == "oidc" and answers.get("framework") not in OIDC_FRAMEWORKS:
+        framework = FRAMEWORKS[answers["framework"]].label if answers.get("framework") in FRAMEWORKS else "this framework"
+        return (
+            f"auth 'oidc' is not available with {framework} in this version of servicecraft yet: "
+            f"choose auth 'none', or framework {' or '.join(repr(f) for f in OIDC_FRAMEWORKS)}."
+        )
     if question == "database" and answers.get("framework") == "django" and value == "none":
         return (
             "framework 'django' needs a database: its admin, users and sessions live there, "
@@ -742,6 +761,12 @@ def _normalise(answers: dict[str, Any]) -> dict[str, Any]:
         if not applies(question, answers):
             answers.pop(question, None)
     return answers
+
+
+def label(combo: Mapping[str, Any]) -> str:
+    """A combination's runtime values, e.g. ``fastapi-postgresql-redis-celery-rabbitmq``; ``auth``
+    appears when the API checks tokens (``...-rabbitmq-oidc``), so that ``none`` stays the data's."""
+    return "-".join(str(combo[q]) for q in RUNTIME_OPTIONS if q in combo and (q, combo[q]) != ("auth", "none"))
 
 
 def _wanted(value: Any, wanted: Any) -> bool:

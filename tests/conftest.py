@@ -62,7 +62,7 @@ def web_layer_params(group: str) -> list[Any]:
 
 def combo_id(combo: Mapping[str, Any]) -> str:
     """A readable test id: the runtime values, e.g. ``fastapi-postgresql-redis-celery-rabbitmq``."""
-    return "-".join(str(combo[q]) for q in options.RUNTIME_OPTIONS if q in combo)
+    return options.label(combo)
 
 
 #: The generated contract test's short run (tests/test_contract.py: every operation's boundary values

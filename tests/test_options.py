@@ -63,8 +63,11 @@ def test_full_set_is_the_product_minus_the_invalid() -> None:
     assert all(not (c["database"] == "none" and c["cache"] == "none") for c in product)
     assert all(c["database"] != "none" for c in product if c["framework"] == "django")
     others = len([f for f in options.CHOICES["framework"] if f != "django"])
+    # Each web layer that takes auth=oidc has its rows twice, once open and once with tokens.
+    others += len(options.OIDC_FRAMEWORKS)
     # Django: two databases (none refused), two caches, three task queue choices, two API layers.
     assert len(product) == others * (3 * 2 - 1) * 3 + 2 * 2 * 3 * len(options.CHOICES["django_api"])
+    assert {c["framework"] for c in product if c["auth"] == "oidc"} == set(options.OIDC_FRAMEWORKS)
 
 
 def test_django_api_is_asked_for_django_only() -> None:
@@ -127,7 +130,10 @@ def test_pairwise_set_covers_every_valid_pair_and_is_small() -> None:
 def test_covering_renders_hold_every_interacting_combination_and_every_pair() -> None:
     renders = options.covering_renders()
     runtime = [{k: v for k, v in r.items() if k in options.RUNTIME_OPTIONS} for r in renders]
-    assert runtime == options.interacting_combinations()
+    interacting = options.interacting_combinations()
+    # Then a pairwise pick for each pair of a static value the interacting set left out.
+    assert runtime[: len(interacting)] == interacting
+    assert len(renders) - len(interacting) <= 2
     assert {values for combo in renders for values in options.interactions(combo)} == options.required_interactions()
     covered = {
         pair for combo in renders for pair in options._pairs(combo, options.RUNTIME_OPTIONS + options.STATIC_OPTIONS)
@@ -138,16 +144,20 @@ def test_covering_renders_hold_every_interacting_combination_and_every_pair() ->
 
 def test_every_framework_data_cache_and_queue_combination_is_rendered_and_the_broker_by_stack() -> None:
     """What INTERACTIONS asks for, spelled out: the first group is every runtime combination but
-    the broker's; the broker meets each stack with each database and cache, both brokers each."""
+    the broker's and auth's; the broker meets each stack with each database and cache, both
+    brokers each; each web layer meets each value of auth it takes."""
     renders = options.covering_renders()
 
-    def without_broker(combos: list[dict[str, Any]]) -> set[tuple[tuple[str, Any], ...]]:
+    def without(combos: list[dict[str, Any]], *left_out: str) -> set[tuple[tuple[str, Any], ...]]:
         return {
-            tuple(sorted((k, v) for k, v in c.items() if k in options.RUNTIME_OPTIONS and k != "broker"))
+            tuple(sorted((k, v) for k, v in c.items() if k in options.RUNTIME_OPTIONS and k not in left_out))
             for c in combos
         }
 
-    assert without_broker(renders) == without_broker(options.runtime_combinations())
+    every = options.runtime_combinations()
+    assert without(renders, "broker", "auth") == without(every, "broker", "auth")
+    layers = {(c["framework"], c.get("django_api"), c["auth"]) for c in every}
+    assert {(c["framework"], c.get("django_api"), c["auth"]) for c in renders} == layers
     by_stack = {(options.facts(c)["stack"], c["database"], c["cache"], c["broker"]) for c in renders if "broker" in c}
     celery = [c for c in options.runtime_combinations() if c["task_queue"] == "celery"]
     assert by_stack == {(options.facts(c)["stack"], c["database"], c["cache"], c["broker"]) for c in celery}

@@ -119,7 +119,7 @@ def enter_through_the_names(session: Session, name: str = "Orders API") -> None:
 
 def test_every_question_is_asked_in_order_and_enter_keeps_each_default(session: Session) -> None:
     enter_through_the_names(session)
-    for question in ("license", "python_version", "framework", "database", "cache", "task_queue", "broker"):
+    for question in ("license", "python_version", "framework", "database", "cache", "task_queue", "broker", "auth"):
         session.select(question)
     session.confirm("docker", yes=True)
     session.select("ci")
@@ -226,6 +226,7 @@ def test_a_choice_the_earlier_answers_rule_out_is_shown_disabled_and_cannot_be_p
         session.reach("cache")
         session.child.send(DOWN * 2 + ENTER)
     session.select("task_queue", "None")
+    session.select("auth")
     session.confirm("docker", yes=False)
     session.select("ci", "None")
     assert session.finish() == 0, session.transcript
@@ -239,9 +240,30 @@ def test_the_broker_is_asked_only_with_celery(session: Session) -> None:
     for question in ("license", "python_version", "framework", "database", "cache"):
         session.select(question)
     session.select("task_queue", "None")
+    session.select("auth")
     session.confirm("docker", yes=True)
     session.select("ci")
     assert session.finish() == 0, session.transcript
     assert help_of("broker") not in session.transcript
     assert "broker" not in session.answers()
     assert session.answers()["task_queue"] == "none"
+
+
+def test_openid_connect_is_shown_disabled_where_the_web_layer_lacks_it(session: Session) -> None:
+    enter_through_the_names(session)
+    session.select("license")
+    session.select("python_version")
+    session.select("framework", "Flask (APIFlask)")
+    for question in ("database", "cache"):
+        session.select(question)
+    session.select("task_queue", "None")
+    session.reach("auth")
+    # Down goes past the disabled "OpenID Connect", round to "None".
+    session.child.send(DOWN * 2 + ENTER)
+    session.confirm("docker", yes=False)
+    session.select("ci", "None")
+    assert session.finish() == 0, session.transcript
+    reason = options.answer_error("auth", {"framework": "flask", "auth": "oidc"})
+    shown = " ".join(session.transcript.split())
+    assert f"OpenID Connect ({' '.join(reason.split())})" in shown, shown
+    assert session.answers()["auth"] == "none"
