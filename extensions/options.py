@@ -727,7 +727,9 @@ def answer_error(question: str, answers: Mapping[str, Any]) -> str:
             "choose cache 'redis' (Redis then stores the example resource) or a database."
         )
     if question == "auth" and value == "oidc" and answers.get("framework") not in OIDC_FRAMEWORKS:
-        framework = FRAMEWORKS[answers["framework"]].label if answers.get("framework") in FRAMEWORKS else "this framework"
+        framework = (
+            FRAMEWORKS[answers["framework"]].label if answers.get("framework") in FRAMEWORKS else "this framework"
+        )
         return (
             f"auth 'oidc' is not available with {framework} in this version of servicecraft yet: "
             f"choose auth 'none', or framework {' or '.join(repr(f) for f in OIDC_FRAMEWORKS)}."

@@ -69,6 +69,7 @@ COMBOS: dict[str, dict[str, Any]] = {
         "cache": "redis",
         "task_queue": "celery",
         "broker": "rabbitmq",
+        "auth": "oidc",
         "ci": "github",
     },
     "django-full": {
@@ -327,6 +328,9 @@ def test_settings_are_composes_and_secrets_are_references(manifests: Manifests) 
     compose_env = manifests.compose["app"]["environment"]
     # SENTRY_DSN too, optional: error reports are on once the Secret has it.
     expected_secrets = {"SECRET_KEY", "SENTRY_DSN"} | url_settings(answers)
+    if answers.get("auth") == "oidc":
+        # The provider's address, as the Secret holds the other addresses.
+        expected_secrets.add("OIDC_ISSUER")
     for overlay in OVERLAYS:
         settings = manifests.settings(overlay)
         assert settings["ENVIRONMENT"] == compose_env["ENVIRONMENT"] == "production"
