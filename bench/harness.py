@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 import secrets
 import shutil
@@ -21,6 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 REPO = Path(__file__).resolve().parents[1]
 HELLO = Path(__file__).resolve().parent / "hello"
@@ -313,6 +318,66 @@ class OtlpSink:
                 resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
                 received += [(resource, span) for scope in resource_spans.scope_spans for span in scope.spans]
         return received
+
+
+class Provider:
+    """An OpenID Connect provider's public side, for services generated with ``auth=oidc``.
+
+    It serves its discovery document and key set (one RSA key) over HTTP, and signs tokens as a
+    provider does: a service whose OIDC_ISSUER is ``issuer`` (``settings``) accepts them.
+    """
+
+    def __init__(self, audience: str = "orders-api") -> None:
+        self.audience = audience
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                documents = {
+                    "/.well-known/openid-configuration": {
+                        "issuer": provider.issuer,
+                        "jwks_uri": f"{provider.issuer}/certs",
+                    },
+                    "/certs": {"keys": [{**public, "kid": "bench", "alg": "RS256", "use": "sig"}]},
+                }
+                document = documents.get(self.path)
+                body = json.dumps(document).encode()
+                self.send_response(200 if document is not None else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The environment that points a service at this provider; empty, the development key that
+        copier wrote to the service's .env, which production refuses."""
+        return {"OIDC_ISSUER": self.issuer, "OIDC_AUDIENCE": self.audience, "AUTH_DEV_KEY": ""}
+
+    def token(self, scopes: str = "items:read items:write", minutes: float = 120) -> str:
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": self.audience, "sub": "bench", "scope": scopes}
+        claims |= {"iat": now, "exp": now + int(minutes * 60)}
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "bench"})
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self.server.serve_forever, name="oidc-provider", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Server:

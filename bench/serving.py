@@ -6,7 +6,9 @@ and config file; the service rendered with ``cache=redis`` (cached reads, ``/hea
 ``/healthz`` again with ``ACCESS_LOG=false``, and cached reads again with the per-client rate
 limit counting in Redis, and cached reads again without the security headers, and without the
 request metrics, their hooks made no-ops by ``bench/without``, and cached reads again traced:
-OpenTelemetry on, its spans sent by OTLP to a local receiver the harness runs); and the service
+OpenTelemetry on, its spans sent by OTLP to a local receiver the harness runs); where the web
+layer takes ``auth=oidc``, the service rendered with it, its cached reads carrying a bearer
+token of an identity provider the harness runs; and the service
 rendered with ``cache=none``, whose item read goes to PostgreSQL every time, with its pool and
 with ``DB_POOL_DISABLED=true``.
 wrk runs on the other CPU. Repetitions go round the scenarios in turn, so a change in the
@@ -50,6 +52,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("unsecured", "item read, cache hit, no security headers", "unsecured", ITEM),
     Scenario("unmeasured", "item read, cache hit, no request metrics", "unmeasured", ITEM),
     Scenario("traced", "item read, cache hit, traced (OTLP to a local receiver)", "traced", ITEM),
+    Scenario("authenticated", "item read, cache hit, auth=oidc (a bearer token checked)", "authenticated", ITEM),
     Scenario("database", "item read, cache=none (PostgreSQL, pooled)", "database", ITEM),
     Scenario("unpooled", "item read, cache=none, DB_POOL_DISABLED=true", "unpooled", ITEM),
 )
@@ -65,13 +68,20 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
     ("security_headers", "cached read with ÷ without the security headers", "cached", "unsecured"),
     ("metrics", "cached read with ÷ without the request metrics", "cached", "unmeasured"),
     ("tracing", "cached read traced ÷ untraced", "traced", "cached"),
+    ("authentication", "cached read with ÷ without a bearer token checked", "authenticated", "cached"),
 )
 
 SERVICE_ANSWERS = {"database": "postgresql", "task_queue": "none", "docker": False, "ci": "none"}
 
 
-def selected(config: Config) -> list[Scenario]:
-    return [s for s in SCENARIOS if not config.scenarios or s.key in config.scenarios]
+def selected(config: Config, framework: str) -> list[Scenario]:
+    """The scenarios asked for that the framework has: ``authenticated`` needs its ``auth=oidc``."""
+    tokens = framework in harness.options.OIDC_FRAMEWORKS
+    return [
+        s
+        for s in SCENARIOS
+        if (not config.scenarios or s.key in config.scenarios) and (tokens or s.server != "authenticated")
+    ]
 
 
 def versions(project: Path, framework: str, command: list[str]) -> dict[str, str]:
@@ -116,10 +126,15 @@ def measure(config: Config) -> dict[str, Any]:
 def measure_framework(framework: str, config: Config) -> dict[str, Any]:
     root = config.workdir / f"serving-{framework}"
     logs = root / "logs"
-    scenarios = selected(config)
+    scenarios = selected(config, framework)
     wanted = {s.server for s in scenarios}
     cached = harness.render(root / "cached", harness.answers_for(framework, cache="redis", **SERVICE_ANSWERS))
     harness.uv_sync(cached)
+    authenticated = None
+    if "authenticated" in wanted:
+        answers = harness.answers_for(framework, cache="redis", auth="oidc", **SERVICE_ANSWERS)
+        authenticated = harness.render(root / "authenticated", answers)
+        harness.uv_sync(authenticated)
     database_project = None
     if wanted & {"database", "unpooled"}:
         database_project = harness.render(
@@ -138,6 +153,8 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
         redis = {"REDIS_URL": harness.SERVICES["redis"], "CACHE_NAMESPACE": f"bn_{framework}_{os.getpid()}"}
         # Where the traced server sends its spans: a receiver in this process, which counts them.
         sink = stack.enter_context(harness.OtlpSink(keep=False))
+        # Whose tokens the auth=oidc server accepts: a provider in this process, as an IdP's keys.
+        provider = stack.enter_context(harness.Provider())
         plans: dict[str, tuple[list[str], Path | None, dict[str, str]]] = {
             "hello": (harness.hello_command(framework), cached, {**env, "PYTHONPATH": str(harness.HELLO)}),
             "cached": (command, cached, {**env, **redis}),
@@ -147,6 +164,7 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
             "unsecured": (command, cached, {**env, **redis, **without("security_headers")}),
             "unmeasured": (command, cached, {**env, **redis, **without("metrics")}),
             "traced": (command, cached, {**env, **redis, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}),
+            "authenticated": (command, authenticated, {**env, **redis, **provider.settings}),
             "database": (command, database_project, env),
             "unpooled": (command, database_project, {**env, "DB_POOL_DISABLED": "true"}),
         }
@@ -174,15 +192,21 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
             # are not cached: let it pass.
             time.sleep(invalidation_grace((cached / "src" / harness.PACKAGE / "cache.py").read_text()) + 0.5)
         urls = {s.key: bases[s.server] + s.path.format(item_id=item_id) for s in scenarios}
+        token = provider.headers()
+        headers = {
+            s.key: {**harness.PROXY_HEADERS, **(token if s.server == "authenticated" else {})} for s in scenarios
+        }
         for scenario in scenarios:
             for _ in range(3):  # fills the cache; any error shows before the load does
-                status, body = harness.http_get(urls[scenario.key], harness.PROXY_HEADERS)
+                status, body = harness.http_get(urls[scenario.key], headers[scenario.key])
             if status != 200:
                 raise RuntimeError(f"{scenario.key}: {urls[scenario.key]} answered {status}: {body[:300]!r}")
         if {"cached", "unmeasured"} <= {s.key for s in scenarios}:
             for key, expected in (("cached", True), ("unmeasured", False)):
                 if measured(metrics_ports[key]) != expected:
                     raise RuntimeError(f"{key}: the requests are {'not ' if expected else ''}counted")
+        if "authenticated" in urls and harness.http_get(urls["authenticated"], harness.PROXY_HEADERS)[0] != 401:
+            raise RuntimeError("authenticated: a read without a token was not refused")
         if {"cached", "unsecured"} <= {s.key for s in scenarios}:
             # The two differ by the headers only: check that the hooks are off in one, on in the other.
             for key, expected in (("cached", True), ("unsecured", False)):
@@ -191,19 +215,15 @@ def measure_framework(framework: str, config: Config) -> dict[str, Any]:
 
         runs: dict[str, list[wrk.WrkResult]] = {s.key: [] for s in scenarios}
         cpu_per_request: dict[str, list[float]] = {s.key: [] for s in scenarios}
-        load = {
-            "seconds": config.seconds,
-            "connections": config.connections,
-            "headers": harness.PROXY_HEADERS,
-            "cpus": config.client_cpus,
-        }
+        load = {"seconds": config.seconds, "connections": config.connections, "cpus": config.client_cpus}
         for repetition in range(config.repetitions):
             for scenario in scenarios:
+                scenario_load = {**load, "headers": headers[scenario.key]}
                 if config.warmup:
-                    wrk.run(urls[scenario.key], **{**load, "seconds": config.warmup})
+                    wrk.run(urls[scenario.key], **{**scenario_load, "seconds": config.warmup})
                 server = running[scenario.server]
                 cpu_before = server.cpu_seconds()
-                result = wrk.run(urls[scenario.key], **load)
+                result = wrk.run(urls[scenario.key], **scenario_load)
                 cpu = server.cpu_seconds() - cpu_before
                 runs[scenario.key].append(result)
                 cpu_per_request[scenario.key].append(cpu / max(result.requests, 1) * 1e6)

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from bench import bookkeeping, harness, report, serving, stats, wrk
@@ -242,3 +243,24 @@ def test_the_cache_grace_is_read_from_the_services_own_cache_module() -> None:
     ]
     for module in modules:
         assert serving.invalidation_grace(module.read_text()) > 0
+
+
+def test_the_provider_serves_the_keys_its_tokens_are_signed_with() -> None:
+    """What a service with auth=oidc does with the harness's provider: discover, fetch, verify."""
+    with harness.Provider(audience="orders-api") as provider:
+        _, discovery = harness.http_get(f"{provider.issuer}/.well-known/openid-configuration")
+        _, certs = harness.http_get(json.loads(discovery)["jwks_uri"])
+        (key,) = json.loads(certs)["keys"]
+        token = provider.headers()["Authorization"].removeprefix("Bearer ")
+        claims = jwt.decode(
+            token, jwt.PyJWK(key).key, algorithms=["RS256"], audience="orders-api", issuer=provider.issuer
+        )
+    assert claims["scope"] == "items:read items:write"
+    assert provider.settings["OIDC_ISSUER"] == provider.issuer
+
+
+def test_the_authenticated_scenario_is_measured_where_the_web_layer_takes_tokens() -> None:
+    config = harness.Config(frameworks=[], sections=["serving"], workdir=Path("."))
+    for framework in harness.options.CHOICES["framework"]:
+        keys = {scenario.key for scenario in serving.selected(config, framework)}
+        assert ("authenticated" in keys) == (framework in harness.options.OIDC_FRAMEWORKS), framework
