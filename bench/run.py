@@ -4,8 +4,8 @@ Sections (``--sections``): ``render`` (copier in-process and on the command line
 framework, and the whole combination set), ``matrix`` (the template's test_generated.py, with
 its time split into environment setup, rendering, static checks and generated tests),
 ``first-request`` (``copier copy --defaults`` to the first 200 from /healthz), ``serving`` (the
-production command under wrk, against the bare framework) and ``bookkeeping`` (the request
-metrics' updates timed in-process). ``--quick`` shortens every measurement and repeats none: to
+production command under wrk, against the bare framework), ``bookkeeping`` (the request
+metrics' updates timed in-process) and ``verification`` (a bearer token's check, in-process). ``--quick`` shortens every measurement and repeats none: to
 check the harness, not to quote.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 from bench import harness, report
 from bench.harness import Config
 
-SECTIONS = ("render", "matrix", "first-request", "serving", "bookkeeping")
+SECTIONS = ("render", "matrix", "first-request", "serving", "bookkeeping", "verification")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 import pytest
 
-from bench import bookkeeping, harness, report, serving, stats, wrk
+from bench import bookkeeping, harness, report, serving, stats, verification, wrk
 
 WRK_REPORT = """Running 8s test @ http://127.0.0.1:8000/healthz
   1 threads and 32 connections
@@ -178,6 +178,13 @@ def fake_results() -> dict[str, Any]:
                 "calls": 1000,
                 "modes": {"multiprocess": {"shipped": s(6.0, 7.0), "labelled": s(12.0, 13.0), "ratio": s(0.5, 0.6)}},
             },
+            "verification": {
+                "framework": "fastapi",
+                "calls": 100,
+                "new": s(80.0, 90.0),
+                "repeated": s(0.5),
+                "ratio": s(0.006),
+            },
         },
     }
 
@@ -192,6 +199,7 @@ def test_markdown_has_a_row_per_measurement_with_spread_ratio_and_failure() -> N
     assert "| generated tests | 100 | 50% |" in text
     assert "| fastapi | 9.00 | 4.00 | 2.00 | 3.00 |" in text
     assert "| multiprocess | 6.5 (6.0–7.0) | 12.5 (12.0–13.0) | 0.55× (0.50×–0.60×) |" in text
+    assert "| fastapi | 85.0 (80.0–90.0) | 0.50 | 0.01× |" in text
 
 
 def test_the_bookkeeping_script_uses_what_the_metrics_module_defines() -> None:
@@ -264,3 +272,14 @@ def test_the_authenticated_scenario_is_measured_where_the_web_layer_takes_tokens
     for framework in harness.options.CHOICES["framework"]:
         keys = {scenario.key for scenario in serving.selected(config, framework)}
         assert ("authenticated" in keys) == (framework in harness.options.OIDC_FRAMEWORKS), framework
+
+
+def test_the_verification_script_uses_what_the_auth_module_defines() -> None:
+    """bench/verification.py drives the service's own Verifier; a rename there must fail here."""
+    auth = harness.REPO / "template" / "src" / "{{ package_name }}" / "{% if auth == 'oidc' %}auth.py{% endif %}.jinja"
+    source = auth.read_text()
+    (imported,) = re.findall(r"from \{package\}\.auth import (.+)", verification.SCRIPT)
+    for name in imported.split(", "):
+        assert re.search(rf"^class {name}\b", source, re.MULTILINE), name
+    for keyword in ("ttl", "refresh_interval", "issuer", "audience", "algorithms", "leeway"):
+        assert f"{keyword}: " in source, keyword
