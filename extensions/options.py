@@ -878,7 +878,8 @@ def covering_renders(**filters: Any) -> list[dict[str, Any]]:
     (:func:`interacting_combinations`), and every pair of values of all the options.
 
     Each runtime combination gets the static answers that cover the most pairs not yet
-    seen; if a pair is still missing after that, pairwise picks are appended.
+    seen; if a pair is still missing after that, the full combinations that cover the most of
+    what is missing are appended.
     """
     options = RUNTIME_OPTIONS + STATIC_OPTIONS
     statics = _static_assignments(**filters)
@@ -890,9 +891,11 @@ def covering_renders(**filters: Any) -> list[dict[str, Any]]:
         best = max(({**combo, **s} for s in statics), key=lambda c: len(uncovered.intersection(_pairs(c, options))))
         renders.append(best)
         uncovered.difference_update(_pairs(best, options))
-    if uncovered:
-        for extra in pairwise_combinations(**filters):
-            if uncovered.intersection(_pairs(extra, options)):
-                renders.append(extra)
-                uncovered.difference_update(_pairs(extra, options))
+    # A pair still missing (a static value with a value that only a few runtime combinations
+    # take, such as auth=oidc) gets the full combination that adds the most; ties go to the first.
+    candidates = [{**combo, **static} for combo in every for static in statics]
+    while uncovered:
+        extra = max(candidates, key=lambda c: len(uncovered.intersection(_pairs(c, options))))
+        renders.append(extra)
+        uncovered.difference_update(_pairs(extra, options))
     return renders

@@ -231,8 +231,12 @@ def test_make_loadtest_runs_the_mix_against_the_production_server_without_failur
     per_process = 10 if options.FRAMEWORKS[answers["framework"]].stack == "django" else 20
     assert sample(scraped, "db_client_connection_max", pool_name="primary") == 2 * per_process
     assert sample(scraped, "db_client_connection_count", pool_name="primary", state="idle") >= 1
-    assert sample(scraped, "cache_lookups_total", result="hit") > 0
-    assert sample(scraped, "cache_lookups_total", result="error") == 0
+    # One lookup per read by id, a hit or a miss. Not necessarily a hit: in a run this short, on a
+    # slow machine, every read can fall in its item's invalidation grace (2 s after its creation,
+    # and again after the worker processed it), when the cache is not filled (seen once, Sanic).
+    lookups = {result: sample(scraped, "cache_lookups_total", result=result) for result in ("hit", "miss", "error")}
+    assert lookups["hit"] + lookups["miss"] == served[("GET", ITEM)] > 0, (lookups, served)
+    assert lookups["error"] == 0
 
     # Every task the web process sent, run by the worker's two task processes, which both counted
     # (the main process, which imported the tasks, has files of its own).
