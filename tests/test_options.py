@@ -131,7 +131,7 @@ def test_covering_renders_hold_every_interacting_combination_and_every_pair() ->
     renders = options.covering_renders()
     runtime = [{k: v for k, v in r.items() if k in options.RUNTIME_OPTIONS} for r in renders]
     interacting = options.interacting_combinations()
-    # Then a pairwise pick for each pair of a static value the interacting set left out.
+    # Then, for a pair with a static value the interacting set left out, the combination adding it.
     assert runtime[: len(interacting)] == interacting
     assert len(renders) - len(interacting) <= 2
     assert {values for combo in renders for values in options.interactions(combo)} == options.required_interactions()
