@@ -262,7 +262,25 @@ def production_env(**extra: str) -> dict[str, str]:
     return {**clean_env(), **base, **extra}
 
 
-class OtlpSink:
+class LocalHTTPServer:
+    """An HTTP server in this process, on a free loopback port, serving in a thread while the
+    ``with`` block lasts; ``url`` is its address."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.name = name
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class OtlpSink(LocalHTTPServer):
     """A local OpenTelemetry collector's receiving end: OTLP over HTTP, every export answered 200.
 
     The services send their spans here when OTEL_EXPORTER_OTLP_ENDPOINT is ``endpoint``. It counts
@@ -296,16 +314,8 @@ class OtlpSink:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> Self:
-        threading.Thread(target=self.server.serve_forever, name="otlp-sink", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Receiver, "otlp-sink")
+        self.endpoint = self.url
 
     def spans(self) -> list[tuple[dict[str, str], Span]]:
         """Every span received so far, with its resource's string attributes (``service.name``...)."""
@@ -320,7 +330,7 @@ class OtlpSink:
         return received
 
 
-class Provider:
+class Provider(LocalHTTPServer):
     """An OpenID Connect provider's public side, for services generated with ``auth=oidc``.
 
     It serves its discovery document and key set (one RSA key) over HTTP, and signs tokens as a
@@ -353,8 +363,8 @@ class Provider:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        super().__init__(Handler, "oidc-provider")
+        self.issuer = self.url
 
     @property
     def settings(self) -> dict[str, str]:
@@ -370,14 +380,6 @@ class Provider:
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token()}"}
-
-    def __enter__(self) -> Self:
-        threading.Thread(target=self.server.serve_forever, name="oidc-provider", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Server:
