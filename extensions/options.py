@@ -455,8 +455,10 @@ EMAIL_RE = re.compile(
 def slugify(name: str) -> str:
     """Derive a kebab-case slug from a free-form project name ("Über Cart" -> "uber-cart").
 
-    Always a valid slug: a name that starts with a digit gets a "service-" prefix, and one with
-    no Latin letter or digit at all (a name in another script) gives "service".
+    Always a slug the rules accept, and so is the package made from it: a name that starts with
+    a digit gets a "service-" prefix, one with no Latin letter or digit at all (a name in another
+    script) gives "service", and one taken by a dependency or the standard library ("PyJWT",
+    "JSON") gets a "-service" suffix.
     """
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
@@ -464,7 +466,10 @@ def slugify(name: str) -> str:
         return "service"
     if slug[0].isdigit():
         slug = f"service-{slug}"
-    return slug[:MAX_NAME].rstrip("-")
+    slug = slug[:MAX_NAME].rstrip("-")
+    if _slug_error(slug) or _package_error(package_from_slug(slug)):
+        slug = f"{slug[: MAX_NAME - len('-service')].rstrip('-')}-service"
+    return slug
 
 
 def package_from_slug(slug: str) -> str:

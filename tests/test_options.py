@@ -179,11 +179,15 @@ def test_filters_narrow_the_combinations() -> None:
         ("Orders API", "orders-api"),
         ("  Billing -- Service 2 ", "billing-service-2"),
         ("ÜberCart Élan", "ubercart-elan"),
+        # Taken: a dependency's distribution, and a module of the standard library.
+        ("PyJWT", "pyjwt-service"),
+        ("JSON", "json-service"),
     ],
 )
 def test_slugs_are_derived_from_names(name: str, slug: str) -> None:
     assert options.slugify(name) == slug
     assert options.answer_error("project_slug", {"project_slug": slug}) == ""
+    assert options.answer_error("package_name", {"package_name": options.package_from_slug(slug)}) == ""
 
 
 def test_rules_module_needs_only_the_standard_library() -> None:
