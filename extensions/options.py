@@ -168,7 +168,7 @@ INTERACTIONS: tuple[tuple[str, ...], ...] = (
 )
 
 #: The web layers whose API takes ``auth=oidc`` so far; the others refuse it (``answer_error``).
-OIDC_FRAMEWORKS: tuple[str, ...] = ("fastapi",)
+OIDC_FRAMEWORKS: tuple[str, ...] = ("fastapi", "flask", "quart", "sanic", "starlette")
 
 #: Top-level modules that a generated service, its tests or its tools import, for every option:
 #: the dependencies in dependencies.py and what they bring in, the load test's Locust included
@@ -493,6 +493,18 @@ def _escaped_char(char: str, quote: str) -> str:
     if " " <= char <= "~":
         return char
     return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+
+
+#: The generated services' line length (template/pyproject.toml.jinja, ruff's line-length).
+LINE_LENGTH = 120
+
+
+def import_from(module: str, *names: str) -> str:
+    """``from module import names`` as ruff formats it: on one line when it fits, else one name a line."""
+    line = f"from {module} import {', '.join(names)}"
+    if len(line) <= LINE_LENGTH:
+        return line
+    return "\n".join([f"from {module} import (", *(f"    {name}," for name in names), ")"])
 
 
 def py_str(text: str) -> str:

@@ -126,6 +126,7 @@ class ServicecraftExtension(Extension):
             frameworks=options.FRAMEWORKS,
             images=dependencies.IMAGES,
             new_secret=lambda: secrets.token_urlsafe(48),
+            import_from=options.import_from,
         )
         environment.filters.update(
             slugify=options.slugify,

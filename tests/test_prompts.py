@@ -253,8 +253,8 @@ def test_openid_connect_is_shown_disabled_where_the_web_layer_lacks_it(session: 
     enter_through_the_names(session)
     session.select("license")
     session.select("python_version")
-    session.select("framework", "Flask (APIFlask)")
-    for question in ("database", "cache"):
+    session.select("framework", "Django")
+    for question in ("django_api", "database", "cache"):
         session.select(question)
     session.select("task_queue", "None")
     session.reach("auth")
@@ -263,7 +263,7 @@ def test_openid_connect_is_shown_disabled_where_the_web_layer_lacks_it(session: 
     session.confirm("docker", yes=False)
     session.select("ci", "None")
     assert session.finish() == 0, session.transcript
-    reason = options.answer_error("auth", {"framework": "flask", "auth": "oidc"})
+    reason = options.answer_error("auth", {"framework": "django", "auth": "oidc"})
     shown = " ".join(session.transcript.split())
     assert f"OpenID Connect ({' '.join(reason.split())})" in shown, shown
     assert session.answers()["auth"] == "none"
