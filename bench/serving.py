@@ -74,14 +74,9 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
 SERVICE_ANSWERS = {"database": "postgresql", "task_queue": "none", "docker": False, "ci": "none"}
 
 
-def selected(config: Config, framework: str) -> list[Scenario]:
-    """The scenarios asked for that the framework has: ``authenticated`` needs its ``auth=oidc``."""
-    tokens = framework in harness.options.OIDC_FRAMEWORKS
-    return [
-        s
-        for s in SCENARIOS
-        if (not config.scenarios or s.key in config.scenarios) and (tokens or s.server != "authenticated")
-    ]
+def selected(config: Config) -> list[Scenario]:
+    """The scenarios asked for (``--scenarios``), or every one."""
+    return [s for s in SCENARIOS if not config.scenarios or s.key in config.scenarios]
 
 
 def versions(project: Path, framework: str, command: list[str]) -> dict[str, str]:
@@ -126,7 +121,7 @@ def measure(config: Config) -> dict[str, Any]:
 def measure_framework(framework: str, config: Config) -> dict[str, Any]:
     root = config.workdir / f"serving-{framework}"
     logs = root / "logs"
-    scenarios = selected(config, framework)
+    scenarios = selected(config)
     wanted = {s.server for s in scenarios}
     cached = harness.render(root / "cached", harness.answers_for(framework, cache="redis", **SERVICE_ANSWERS))
     harness.uv_sync(cached)

@@ -167,9 +167,6 @@ INTERACTIONS: tuple[tuple[str, ...], ...] = (
     ("framework", "django_api", "auth"),
 )
 
-#: The web layers whose API takes ``auth=oidc`` so far; the others refuse it (``answer_error``).
-OIDC_FRAMEWORKS: tuple[str, ...] = ("fastapi", "flask", "quart", "sanic", "starlette")
-
 #: Top-level modules that a generated service, its tests or its tools import, for every option:
 #: the dependencies in dependencies.py and what they bring in, the load test's Locust included
 #: (measured from the services' environments; tests/test_generated.py checks the list against
@@ -742,14 +739,6 @@ def answer_error(question: str, answers: Mapping[str, Any]) -> str:
         return (
             "database 'none' with cache 'none' leaves the service nowhere to keep its data: "
             "choose cache 'redis' (Redis then stores the example resource) or a database."
-        )
-    if question == "auth" and value == "oidc" and answers.get("framework") not in OIDC_FRAMEWORKS:
-        framework = (
-            FRAMEWORKS[answers["framework"]].label if answers.get("framework") in FRAMEWORKS else "this framework"
-        )
-        return (
-            f"auth 'oidc' is not available with {framework} in this version of servicecraft yet: "
-            f"choose auth 'none', or framework {' or '.join(repr(f) for f in OIDC_FRAMEWORKS)}."
         )
     if question == "database" and answers.get("framework") == "django" and value == "none":
         return (

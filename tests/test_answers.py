@@ -118,7 +118,7 @@ def test_any_text_answers_are_refused_clearly_or_render_clean_files(
         "framework": framework,
         "database": "sqlite",
         # Where the web layer takes tokens, with them: the names reach its auth code too.
-        "auth": "oidc" if framework in options.OIDC_FRAMEWORKS else "none",
+        "auth": "oidc",
     }
     errors = {q: options.answer_error(q, answers) for q in options.TEXT_QUESTIONS}
     for question, message in errors.items():
@@ -212,7 +212,7 @@ def test_awkward_answers_give_a_service_that_passes_its_own_checks(tmp_path: Pat
     for question in options.TEXT_QUESTIONS:
         assert options.answer_error(question, AWKWARD) == "", question
     answers = {**AWKWARD, "framework": framework, "database": "postgresql", "cache": "none", "task_queue": "none"}
-    answers["auth"] = "oidc" if framework in options.OIDC_FRAMEWORKS else "none"
+    answers["auth"] = "oidc"
     service = copy(tmp_path / "service", answers)
     assert_clean(service, answers)
     bin_dir = uv_sync(service, "3.13")

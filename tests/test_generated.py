@@ -269,6 +269,9 @@ def test_django_deploy_checks_and_migrations_are_clean(project: Project) -> None
     production = {**env, "ENVIRONMENT": "production", "SECRET_KEY": secrets.token_urlsafe(48)}
     if project.combo["database"] == "postgresql":
         production["DATABASE_URL"] = "postgresql://db.invalid/app"
+    if project.combo["auth"] == "oidc":
+        # A provider, as production needs one; .env's development key is refused there.
+        production |= {"OIDC_ISSUER": "https://id.example.com/realms/platform", "AUTH_DEV_KEY": ""}
     python = str(project.bin / "python")
     run([python, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], project.path, production)
     run(

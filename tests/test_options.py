@@ -63,11 +63,10 @@ def test_full_set_is_the_product_minus_the_invalid() -> None:
     assert all(not (c["database"] == "none" and c["cache"] == "none") for c in product)
     assert all(c["database"] != "none" for c in product if c["framework"] == "django")
     others = len([f for f in options.CHOICES["framework"] if f != "django"])
-    # Each web layer that takes auth=oidc has its rows twice, once open and once with tokens.
-    others += len(options.OIDC_FRAMEWORKS)
-    # Django: two databases (none refused), two caches, three task queue choices, two API layers.
-    assert len(product) == others * (3 * 2 - 1) * 3 + 2 * 2 * 3 * len(options.CHOICES["django_api"])
-    assert {c["framework"] for c in product if c["auth"] == "oidc"} == set(options.OIDC_FRAMEWORKS)
+    # Django: two databases (none refused), two caches, three task queue choices, two API layers;
+    # every row twice, once open and once with tokens.
+    per_auth = others * (3 * 2 - 1) * 3 + 2 * 2 * 3 * len(options.CHOICES["django_api"])
+    assert len(product) == per_auth * len(options.CHOICES["auth"])
 
 
 def test_django_api_is_asked_for_django_only() -> None:
@@ -145,7 +144,7 @@ def test_covering_renders_hold_every_interacting_combination_and_every_pair() ->
 def test_every_framework_data_cache_and_queue_combination_is_rendered_and_the_broker_by_stack() -> None:
     """What INTERACTIONS asks for, spelled out: the first group is every runtime combination but
     the broker's and auth's; the broker meets each stack with each database and cache, both
-    brokers each; each web layer meets each value of auth it takes."""
+    brokers each; each web layer meets each value of auth."""
     renders = options.covering_renders()
 
     def without(combos: list[dict[str, Any]], *left_out: str) -> set[tuple[tuple[str, Any], ...]]:

@@ -247,23 +247,3 @@ def test_the_broker_is_asked_only_with_celery(session: Session) -> None:
     assert help_of("broker") not in session.transcript
     assert "broker" not in session.answers()
     assert session.answers()["task_queue"] == "none"
-
-
-def test_openid_connect_is_shown_disabled_where_the_web_layer_lacks_it(session: Session) -> None:
-    enter_through_the_names(session)
-    session.select("license")
-    session.select("python_version")
-    session.select("framework", "Django")
-    for question in ("django_api", "database", "cache"):
-        session.select(question)
-    session.select("task_queue", "None")
-    session.reach("auth")
-    # Down goes past the disabled "OpenID Connect", round to "None".
-    session.child.send(DOWN * 2 + ENTER)
-    session.confirm("docker", yes=False)
-    session.select("ci", "None")
-    assert session.finish() == 0, session.transcript
-    reason = options.answer_error("auth", {"framework": "django", "auth": "oidc"})
-    shown = " ".join(session.transcript.split())
-    assert f"OpenID Connect ({' '.join(reason.split())})" in shown, shown
-    assert session.answers()["auth"] == "none"
