@@ -223,3 +223,36 @@ def test_awkward_answers_give_a_service_that_passes_its_own_checks(tmp_path: Pat
     with Database(database_name(f"awkward-{framework}"), require_service("postgres")) as database:
         pytest_cmd = [str(bin_dir / "pytest"), "-q", "-p", "no:cacheprovider"]
         run(pytest_cmd, service, {**env, **SHORT_CONTRACT, "DATABASE_URL": database.url})
+
+
+#: The longest package name the rules accept.
+LONGEST_PACKAGE = ("orders_core_" * 5)[: options.MAX_NAME]
+WEB_LAYERS = [
+    *((framework, None) for framework in options.CHOICES["framework"] if framework != "django"),
+    *(("django", api) for api in options.CHOICES["django_api"]),
+]
+
+
+@pytest.mark.parametrize(("framework", "django_api"), WEB_LAYERS, ids=[f"{f}-{a}" if a else f for f, a in WEB_LAYERS])
+def test_the_longest_package_name_renders_clean_files_on_every_web_layer(
+    tmp_path: Path, framework: str, django_api: str | None
+) -> None:
+    """Every import, path and string that names the package still fits ruff's line, wrapped as ruff wraps it."""
+    answers = {
+        "project_name": "Orders",
+        "package_name": LONGEST_PACKAGE,
+        "description": "Takes orders.",
+        "author_name": "Platform Team",
+        "author_email": "team@example.com",
+        "framework": framework,
+        **({"django_api": django_api} if django_api else {}),
+        # The options that bring in most modules.
+        "database": "postgresql",
+        "cache": "redis",
+        "task_queue": "celery",
+        "auth": "oidc",
+        "kubernetes": True,
+    }
+    assert options.answer_error("package_name", answers) == ""
+    service = copy(tmp_path / "service", answers)
+    assert_clean(service, {**answers, "project_slug": "orders"})
