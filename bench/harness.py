@@ -37,7 +37,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from extensions import options
 
-BASE_ANSWERS = {"project_name": "Orders API", "author_email": "team@example.com"}
+#: Without tokens but in the ``authenticated`` scenario, which asks for ``auth=oidc``.
+BASE_ANSWERS = {"project_name": "Orders API", "author_email": "team@example.com", "auth": "none"}
 PACKAGE = "orders_api"
 #: The repository environment's uv and copier, so every run uses the same versions.
 BIN = Path(sys.executable).parent

@@ -38,7 +38,10 @@ SERVICES = {
     "rabbitmq": os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
 }
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-BASE_ANSWERS = {"project_name": "Orders API", "author_email": "team@example.com"}
+#: Renders for other concerns than identity take ``auth=none``: their requests carry no token. The
+#: default, ``oidc``, is rendered where identity is the subject (the matrix, test_answers,
+#: test_identity, test_kubernetes) and as a newcomer gets it (test_newcomer).
+BASE_ANSWERS = {"project_name": "Orders API", "author_email": "team@example.com", "auth": "none"}
 #: Each web layer: every framework, and Django with each API layer (the tests that run one
 #: production server per web layer parametrize over these).
 WEB_LAYERS: dict[str, dict[str, str]] = {

@@ -83,9 +83,12 @@ _major, _minor, _patch = (int(part) for part in CURRENT.split("."))
 NEXT = f"{_major}.{_minor + 1}.0"
 
 #: What the generated service is made with: CI on GitLab (not the default, so a lost answer
-#: shows), SQLite and no task queue (the update turns Celery on).
+#: shows), SQLite and no task queue (the update turns Celery on). No tokens: the route the team
+#: adds is open, which an ``auth=oidc`` service's own tests would refuse (every API operation
+#: declares its scope there).
 ANSWERS = {
     "project_name": "Orders API",
+    "auth": "none",
     "database": "sqlite",
     "cache": "none",
     "task_queue": "none",

@@ -3,6 +3,8 @@ run, run as written on a fresh render, reaches a working CRUD round trip with no
 
 SQLite and the in-process stand-ins only: no external service, no environment variable naming
 one. The server is `make run` itself, on a free port (`PORT=`, which the README documents).
+Identity as copier's default has it (``oidc``): the requests carry the token that the README's
+`make -s token` prints, as its curl commands do.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from bench.harness import free_port
 
 #: One async framework, and the two sync ones (Flask's SQLAlchemy, Django's ORM).
 FRAMEWORKS = ["fastapi", "flask", "django"]
-NEWCOMER = {"database": "sqlite", "cache": "none", "task_queue": "none", "docker": False, "ci": "none"}
+#: What a newcomer answers; identity stays at copier's default.
+NEWCOMER = {
+    "database": "sqlite",
+    "cache": "none",
+    "task_queue": "none",
+    "docker": False,
+    "ci": "none",
+    "auth": yaml.safe_load((REPO / "copier.yml").read_text())["auth"]["default"],
+}
 #: Asks for a name and a password: the newcomer types them; nothing later depends on it.
 INTERACTIVE = {"make superuser"}
 
@@ -54,9 +64,10 @@ def newcomer_env() -> dict[str, str]:
     return env
 
 
-def call(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def call(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read().decode()
@@ -107,15 +118,20 @@ def test_the_written_steps_reach_a_crud_round_trip(framework: str, tmp_path: Pat
     try:
         wait_until_serving(base, server, log)
         assert call("GET", f"{base}/readyz")[0] == 200, log.read_text()
-        status, created = call("POST", f"{base}/api/v1/items", {"name": "Widget"})
+        token = None
+        if NEWCOMER["auth"] == "oidc":
+            assert 'export AUTH="Authorization: Bearer $(make -s token)"' in (service / "README.md").read_text()
+            assert call("GET", f"{base}/api/v1/items")[0] == 401
+            token = run(["make", "-s", "token"], service, env).strip()
+        status, created = call("POST", f"{base}/api/v1/items", {"name": "Widget"}, token)
         assert status == 201, f"{created}\n{log.read_text()}"
         item = f"{base}/api/v1/items/{created['id']}"
-        assert call("GET", item) == (200, created)
-        status, changed = call("PATCH", item, {"name": "Gadget"})
+        assert call("GET", item, token=token) == (200, created)
+        status, changed = call("PATCH", item, {"name": "Gadget"}, token)
         assert (status, changed["name"]) == (200, "Gadget")
-        assert call("GET", f"{base}/api/v1/items")[1]["items"] == [changed]
-        assert call("DELETE", item)[0] == 204
-        assert call("GET", item)[0] == 404
+        assert call("GET", f"{base}/api/v1/items", token=token)[1]["items"] == [changed]
+        assert call("DELETE", item, token=token)[0] == 204
+        assert call("GET", item, token=token)[0] == 404
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

@@ -102,7 +102,9 @@ def test_all_defaults_give_the_documented_service(copie: Any) -> None:
     assert result.answers["cache"] == "redis"
     assert result.answers["task_queue"] == "celery"
     assert result.answers["broker"] == "redis"
+    assert result.answers["auth"] == "oidc"
     assert "secret_key" not in result.answers
+    assert "auth_dev_key" not in result.answers and "identity_client_secret" not in result.answers
     assert (result.project_dir / "src" / "orders_api" / "main.py").is_file()
 
 
